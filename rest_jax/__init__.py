@@ -1,0 +1,45 @@
+"""rest_jax: online test-time adaptation for cross-modal retrieval under query shift (REST, TCR)."""
+
+from rest_jax import bank, losses, methods, refinement, selection
+from rest_jax.adapter import Adapter, pad_batch
+from rest_jax.config import AdaptConfig, preset
+from rest_jax.decoupling import (
+    GradientDecouplingState,
+    contrastive_reference,
+    gradient_decoupling,
+)
+from rest_jax.loop import StreamResult, batches_from_array, run_stream
+from rest_jax.metrics import retrieval_metrics
+from rest_jax.selection import LAYERNORM_RULES, Selection, combine, partition, select
+from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptConfig",
+    "AdaptState",
+    "Adapter",
+    "GradientDecouplingState",
+    "LAYERNORM_RULES",
+    "Selection",
+    "StepOutputs",
+    "StreamConstants",
+    "StreamResult",
+    "bank",
+    "batches_from_array",
+    "combine",
+    "contrastive_reference",
+    "gradient_decoupling",
+    "losses",
+    "make_optimizer",
+    "make_step",
+    "methods",
+    "pad_batch",
+    "partition",
+    "preset",
+    "refinement",
+    "retrieval_metrics",
+    "run_stream",
+    "select",
+    "selection",
+]

@@ -1,0 +1,137 @@
+"""A few-line entry point: wrap a query encoder and a gallery into a jitted online adapter.
+
+    adapter = Adapter.create(apply_fn, params, gallery, config=preset("rest"),
+                             source=(clean_inputs, clean_targets))
+    state = adapter.init_state()
+    for batch in stream:
+        state, out = adapter.step(state, batch)   # jitted, state donated
+
+Reset = ``adapter.init_state()`` (a fresh copy of the kept initial pytrees).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rest_jax import methods
+from rest_jax.config import AdaptConfig
+from rest_jax.decoupling import contrastive_reference
+from rest_jax.masked import l2_normalize
+from rest_jax.selection import LAYERNORM_RULES, Rule, Selection, combine, partition, select
+from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
+from rest_jax.validation import check_gallery, check_source
+
+PyTree = Any
+log = logging.getLogger("rest_jax")
+
+
+def _copy(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapter:
+    """A configured online adapter (see module docstring).
+
+    Attributes:
+      config: the run's configuration.
+      selection: which parameters are adapted (logged at creation).
+      constants: frozen params, gallery, initial state and source pairs.
+      step_fn: the jitted ``step(state, batch, constants)``; state is donated.
+    """
+
+    config: AdaptConfig
+    selection: Selection
+    constants: StreamConstants
+    step_fn: Callable[..., tuple[AdaptState, StepOutputs]]
+
+    @classmethod
+    def create(
+        cls,
+        apply_fn: Callable[[PyTree, Any], jax.Array],
+        params: PyTree,
+        gallery: Any,
+        *,
+        config: AdaptConfig,
+        rules: Sequence[Rule] = LAYERNORM_RULES,
+        source: tuple[Any, Any] | None = None,
+        seed: int = 0,
+    ) -> Adapter:
+        """Builds the adapter.
+
+        Args:
+          apply_fn: query encoder ``apply_fn(params, inputs) -> (B, d)`` features.
+          params: the encoder's parameters (any pytree).
+          gallery: (N, d) gallery embeddings (normalised here).
+          config: an :class:`AdaptConfig` (see :func:`rest_jax.preset`).
+          rules: parameter path rules choosing the adapted set (first match wins).
+          source: optional clean ``(inputs, gallery_embeddings)`` pairs for the decoupling
+            reference (required when ``config.decoupling``).
+          seed: seed of the PRNG key carried in the state.
+        """
+        methods.get(config.method)  # fails early on an unknown name
+        gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
+        selection = select(params, rules)
+        if not selection.paths:
+            raise ValueError("the parameter rules select no parameter to adapt")
+        log.info("adapted parameters:\n%s", selection.describe())
+        adapted, frozen = partition(params, selection.mask)
+        reference = None
+        source_inputs = source_targets = None
+        if source is not None:
+            source_inputs, source_targets = check_source(source, gallery.shape[1])
+            reference = contrastive_reference(
+                apply_fn,
+                adapted,
+                frozen,
+                source_inputs,
+                source_targets,
+                config.reference_temperature,
+            )
+        optimizer = make_optimizer(config, reference)
+        method = methods.get(config.method)
+        initial = AdaptState(
+            adapted=adapted,
+            opt_state=optimizer.init(adapted),
+            method_state=method.init(config, dim=gallery.shape[1], dtype=gallery.dtype),
+            batch_index=jnp.zeros((), jnp.int32),
+            key=jax.random.PRNGKey(seed),
+            num_rollbacks=jnp.zeros((), jnp.int32),
+        )
+        constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
+        step_fn = jax.jit(make_step(apply_fn, config, optimizer), donate_argnums=0)
+        return cls(config, selection, constants, step_fn)
+
+    def init_state(self) -> AdaptState:
+        """A fresh copy of the initial state (safe to donate)."""
+        return _copy(self.constants.initial)
+
+    def step(self, state: AdaptState, batch: dict) -> tuple[AdaptState, StepOutputs]:
+        """One batch: ``batch = {"inputs": (B, ...), "mask": (B,) bool}``."""
+        return self.step_fn(state, batch, self.constants)
+
+    def params(self, state: AdaptState) -> PyTree:
+        """The full parameter tree (adapted and frozen) of a state."""
+        return combine(state.adapted, self.constants.frozen)
+
+
+def pad_batch(inputs: Any, batch_size: int) -> dict:
+    """Pads a short batch to ``batch_size`` rows (copies of row 0) and returns it with its mask."""
+    n = jax.tree.leaves(inputs)[0].shape[0]
+    if n < 1 or n > batch_size:
+        raise ValueError(f"a batch must have 1..{batch_size} rows, got {n}")
+
+    def pad(x):
+        x = np.asarray(x)
+        filler = np.repeat(x[:1], batch_size - n, axis=0)
+        return np.concatenate([x, filler], axis=0)
+
+    mask = np.arange(batch_size) < n
+    return {"inputs": jax.tree.map(pad, inputs), "mask": mask}

@@ -1,0 +1,139 @@
+"""The source-like anchor bank, TCR's "queue" (METHOD.md section 2).
+
+Fixed-size arrays with a validity mask, so that insertion and eviction jit without
+recompilation. Each entry is a reliable pair ``(SI, q, g_hat, H)``:
+
+  SI_i = 2 ||q_i - g_hat_i|| - ||q_i - mean(Q)|| - ||g_hat_i - mean(G_hat)||
+
+(small = close to its match, far from both centres). An update inserts the ``int(rho * B)``
+valid pairs of smallest SI, then keeps the M smallest-SI entries of bank and newcomers
+(a stable sort: on ties, older entries first). From the bank come the margin
+``m = ||mean normalize(q) - mean normalize(g)||`` and the entropy threshold ``E = max H``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rest_jax.masked import l2_normalize, masked_row_mean, safe_norm
+
+
+class AnchorBank(NamedTuple):
+    """Bank contents; rows with ``valid == False`` are empty slots.
+
+    Attributes:
+      score: (M,) reliability score SI of each entry.
+      query: (M, d) stored query embedding.
+      positive: (M, d) stored positive gallery embedding.
+      entropy: (M,) entropy of the entry's refined prediction when it was inserted.
+      valid: (M,) bool.
+    """
+
+    score: jax.Array
+    query: jax.Array
+    positive: jax.Array
+    entropy: jax.Array
+    valid: jax.Array
+
+
+def init_bank(size: int, dim: int, dtype=jnp.float32) -> AnchorBank:
+    """An empty bank of ``size`` slots for ``dim``-dimensional embeddings."""
+    if size < 1:
+        raise ValueError(f"bank size must be >= 1, got {size}")
+    return AnchorBank(
+        score=jnp.zeros((size,), dtype),
+        query=jnp.zeros((size, dim), dtype),
+        positive=jnp.zeros((size, dim), dtype),
+        entropy=jnp.zeros((size,), dtype),
+        valid=jnp.zeros((size,), bool),
+    )
+
+
+def reliability_scores(queries: jax.Array, positives: jax.Array, valid: jax.Array) -> jax.Array:
+    """SI of every pair (spec section 2); the centres are means over the valid rows."""
+    query_centre = masked_row_mean(queries, valid)
+    positive_centre = masked_row_mean(positives, valid)
+    return (
+        2 * safe_norm(queries - positives)
+        - safe_norm(queries - query_centre)
+        - safe_norm(positives - positive_centre)
+    )
+
+
+def insertion_counts(batch_size: int, ratio: float) -> np.ndarray:
+    """``int(ratio * n)`` for n = 0..batch_size, computed in Python as the reference does."""
+    return np.array([int(ratio * n) for n in range(batch_size + 1)], np.int32)
+
+
+def _rank(keys: jax.Array) -> jax.Array:
+    """Position of each entry in a stable ascending sort of ``keys``."""
+    order = jnp.argsort(keys, stable=True)
+    return jnp.zeros_like(order).at[order].set(jnp.arange(keys.shape[0], dtype=order.dtype))
+
+
+def insert(
+    bank: AnchorBank,
+    scores: jax.Array,
+    queries: jax.Array,
+    positives: jax.Array,
+    entropies: jax.Array,
+    valid: jax.Array,
+    *,
+    ratio: float,
+    enabled: jax.Array | bool = True,
+) -> AnchorBank:
+    """Inserts the ``int(ratio * n_valid)`` smallest-SI valid pairs and keeps the M smallest.
+
+    Args:
+      bank: the current bank (M slots).
+      scores, queries, positives, entropies: the batch's SI (B,), q (B, d), g_hat (B, d), H (B,).
+      valid: (B,) bool.
+      ratio: rho.
+      enabled: a traced or static bool; when false the bank is returned unchanged.
+
+    Returns:
+      The updated bank (same shapes and dtypes).
+    """
+    batch_size = scores.shape[0]
+    inf = jnp.asarray(jnp.inf, scores.dtype)
+    counts = jnp.asarray(insertion_counts(batch_size, ratio))
+    n_insert = counts[jnp.sum(valid)]
+    chosen = valid & (_rank(jnp.where(valid, scores, inf)) < n_insert) & enabled
+
+    all_valid = jnp.concatenate([bank.valid, chosen])
+    keys = jnp.where(all_valid, jnp.concatenate([bank.score, scores]), inf)
+    # Invalid slots sort after every valid one, whatever their key.
+    keep = jnp.lexsort((keys, ~all_valid))[: bank.score.shape[0]]
+
+    def take(old, new):
+        return jnp.concatenate([old, new.astype(old.dtype)])[keep]
+
+    return AnchorBank(
+        score=take(bank.score, scores),
+        query=take(bank.query, queries),
+        positive=take(bank.positive, positives),
+        entropy=take(bank.entropy, entropies),
+        valid=all_valid[keep],
+    )
+
+
+def margin(bank: AnchorBank) -> jax.Array:
+    """``m = ||mean_k normalize(q_k) - mean_k normalize(g_k)||`` over the valid entries (0 if empty)."""
+    gap = masked_row_mean(l2_normalize(bank.query), bank.valid) - masked_row_mean(
+        l2_normalize(bank.positive), bank.valid
+    )
+    return safe_norm(gap)
+
+
+def entropy_threshold(bank: AnchorBank) -> jax.Array:
+    """``E = max_k H_k`` over the valid entries; ``-inf`` for an empty bank (no query passes)."""
+    return jnp.max(jnp.where(bank.valid, bank.entropy, -jnp.inf))
+
+
+def size(bank: AnchorBank) -> jax.Array:
+    """Number of valid entries."""
+    return jnp.sum(bank.valid)

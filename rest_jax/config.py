@@ -1,0 +1,135 @@
+"""The one configuration of an adaptation run, and its named presets (METHOD.md section 5).
+
+A run is described by a frozen :class:`AdaptConfig`; presets are named starting points and
+every field can be overridden (``preset("rest", num_candidates=4)`` or
+``config.replace(...)``). There are no hidden per-dataset overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+DECOUPLING_MODES = ("conflict", "orthogonal", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptConfig:
+    """Hyperparameters of online adaptation. Field groups follow the spec's sections."""
+
+    method: str = "tcr"
+    """Registered method name (``rest_jax.methods.available()``)."""
+    steps: int = 3
+    """Optimisation steps per batch; the batch's scores come from the last step's forward."""
+    episodic: bool = False
+    """Restore the initial adapted params and optimiser state before every batch."""
+
+    # Optimiser: AdamW, constant learning rate (spec "Setting").
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+
+    # Section 1: query prediction refinement.
+    num_candidates: int = 1
+    """K, candidates per query (1 = TCR)."""
+    dedup: bool = False
+    """Mask repeated candidate columns (REST)."""
+    tau: float = 0.02
+    """Temperature of the refined logits."""
+
+    # Section 2: anchor bank.
+    bank_size: int = 64
+    bank_ratio: float = 0.3
+    bank_batches: int | None = 10
+    """Update the bank at step 0 of the first W batches; ``None`` = every batch."""
+
+    # Section 3: objective weights and constants.
+    rem_weight: float = 1.0
+    uniformity_weight: float = 1.0
+    gap_weight: float = 1.0
+    consistency_weight: float = 0.0
+    uniformity_t: float = 0.1
+    rem_eps: float = 1e-3
+    consistency_tau: float = 0.05
+
+    # Section 4: gradient decoupling.
+    decoupling: bool = False
+    """Steer the update against the reference gradient (needs clean source pairs)."""
+    decoupling_mode: str = "conflict"
+    decoupling_beta: float = 0.0
+    decoupling_per_leaf: bool = False
+    reference_temperature: float = 0.01
+    reference_refresh_every: int | None = None
+    """Recompute the reference at the current params every R batches (None = never)."""
+
+    # Section 6: baselines (whole-gallery logits).
+    baseline_tau: float = 0.01
+
+    # Robustness.
+    rollback_nonfinite: bool = True
+    """Keep the previous state when a batch would make it non-finite (counted in metrics)."""
+
+    def replace(self, **overrides: Any) -> AdaptConfig:
+        """A copy with some fields changed; unknown names raise a clear error."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown AdaptConfig field(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
+        if not 0.0 <= self.bank_ratio <= 1.0:
+            raise ValueError(f"bank_ratio must be in [0, 1], got {self.bank_ratio}")
+        if self.bank_size < 1:
+            raise ValueError(f"bank_size must be >= 1, got {self.bank_size}")
+        if self.decoupling_mode not in DECOUPLING_MODES:
+            raise ValueError(
+                f"unknown decoupling_mode {self.decoupling_mode!r}; expected {DECOUPLING_MODES}"
+            )
+        for name in ("tau", "baseline_tau", "consistency_tau", "reference_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+# REST's defaults are a reconstruction (spec section 5): chosen on the synthetic world's
+# validation split, never on its test split; see docs/rest_defaults.md.
+REST_DEFAULTS: dict[str, Any] = dict(
+    num_candidates=4,
+    dedup=True,
+    consistency_weight=1.0,
+    consistency_tau=0.05,
+    decoupling=True,
+    decoupling_mode="conflict",
+    decoupling_beta=0.0,
+)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "source": dict(method="source", steps=1),
+    "tent": dict(method="tent"),
+    "eata": dict(method="eata"),
+    "sar": dict(method="sar"),
+    "read": dict(method="read"),
+    "shot": dict(method="shot"),
+    "deyo": dict(method="deyo"),
+    "tcr": dict(method="tcr"),
+    "rest": dict(method="rest", **REST_DEFAULTS),
+}
+
+
+def preset(name: str, **overrides: Any) -> AdaptConfig:
+    """The named preset with ``overrides`` applied.
+
+    Raises:
+      ValueError: for an unknown preset name (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+    return AdaptConfig().replace(**{**PRESETS[name], **overrides})

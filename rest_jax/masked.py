@@ -1,0 +1,49 @@
+"""Masked reductions and safe primitives shared by the losses (no NaN on empty or zero input)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def masked_mean(x: jax.Array, mask: jax.Array, axis=None) -> jax.Array:
+    """Mean of ``x`` over entries where ``mask`` is true; 0 (with zero gradient) when none is."""
+    mask = jnp.broadcast_to(mask, x.shape)
+    total = jnp.sum(jnp.where(mask, x, 0), axis=axis)
+    count = jnp.sum(mask, axis=axis)
+    return total / jnp.maximum(count, 1).astype(x.dtype)
+
+
+def masked_row_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of the rows of ``x`` (N x d) whose ``mask`` (N,) is true; zeros if none is."""
+    return masked_mean(x, mask[:, None], axis=0)
+
+
+def safe_norm(x: jax.Array, axis=-1, keepdims=False) -> jax.Array:
+    """Euclidean norm whose gradient is 0 (not NaN) at the origin."""
+    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
+
+
+def l2_normalize(x: jax.Array, axis=-1, eps: float = 1e-12) -> jax.Array:
+    """``x / max(||x||, eps)`` (torch.nn.functional.normalize semantics)."""
+    return x / jnp.maximum(safe_norm(x, axis=axis, keepdims=True), eps)
+
+
+def masked_logits(logits: jax.Array, column_mask: jax.Array) -> jax.Array:
+    """Replaces masked-out columns by a large finite negative (softmax weight exactly 0).
+
+    A finite value rather than -inf keeps a fully masked row finite (uniform) instead of NaN.
+    """
+    very_negative = jnp.asarray(-0.5 * jnp.finfo(logits.dtype).max, logits.dtype)
+    return jnp.where(column_mask, logits, very_negative)
+
+
+def entropy(logits: jax.Array, column_mask: jax.Array | None = None) -> jax.Array:
+    """Row entropy ``H_i = -sum_j p_ij log p_ij`` of ``softmax(logits)`` over unmasked columns."""
+    if column_mask is None:
+        column_mask = jnp.ones(logits.shape[-1], bool)
+    column_mask = jnp.broadcast_to(column_mask, logits.shape)
+    logp = jax.nn.log_softmax(masked_logits(logits, column_mask), axis=-1)
+    return -jnp.sum(jnp.where(column_mask, jnp.exp(logp) * logp, 0), axis=-1)

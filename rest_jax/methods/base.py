@@ -1,0 +1,86 @@
+"""What every adaptation method provides to the step engine, and the shared gradient update.
+
+A method is a pair of pure functions: ``init`` builds its own state (bank, running means,
+EMAs...) and ``inner_step`` performs one optimisation step on a batch, returning the batch's
+scores from that step's forward (computed before the update) and scalar metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import optax
+
+from rest_jax.config import AdaptConfig
+
+PyTree = Any
+
+
+class StepContext(NamedTuple):
+    """Everything a method may read while it adapts on one batch.
+
+    Attributes:
+      encode: ``encode(adapted, inputs) -> (B, d)`` L2-normalised queries.
+      inputs: the batch's query inputs (leading dimension B).
+      valid: (B,) bool, false on padded rows.
+      gallery: (N, d) L2-normalised gallery embeddings.
+      batch_index: int32 scalar, how many batches came before this one.
+      key: a PRNG key for this batch.
+      optimizer: the optax transform that turns gradients into updates.
+      config: the run's :class:`AdaptConfig`.
+      initial: the initial ``AdaptState`` (for methods that reset to the source state).
+    """
+
+    encode: Callable[[PyTree, Any], jax.Array]
+    inputs: Any
+    valid: jax.Array
+    gallery: jax.Array
+    batch_index: jax.Array
+    key: jax.Array
+    optimizer: optax.GradientTransformationExtraArgs
+    config: AdaptConfig
+    initial: Any
+
+
+class InnerResult(NamedTuple):
+    """The outcome of one optimisation step."""
+
+    adapted: PyTree
+    opt_state: optax.OptState
+    method_state: PyTree
+    scores: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+class Method(Protocol):
+    """An adaptation method (see module docstring)."""
+
+    name: str
+
+    def init(self, config: AdaptConfig, *, dim: int, dtype) -> PyTree: ...
+
+    def inner_step(
+        self,
+        ctx: StepContext,
+        adapted: PyTree,
+        opt_state: optax.OptState,
+        method_state: PyTree,
+        step_index: jax.Array,
+    ) -> InnerResult: ...
+
+
+LossFn = Callable[[PyTree], tuple[jax.Array, tuple[jax.Array, PyTree, dict[str, jax.Array]]]]
+
+
+def gradient_update(
+    ctx: StepContext, adapted: PyTree, opt_state: optax.OptState, loss_fn: LossFn
+) -> InnerResult:
+    """One optimiser step on ``loss_fn(adapted) -> (loss, (scores, method_state, metrics))``."""
+    (loss, (scores, method_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        adapted
+    )
+    updates, opt_state = ctx.optimizer.update(grads, opt_state, adapted)
+    adapted = optax.apply_updates(adapted, updates)
+    return InnerResult(adapted, opt_state, method_state, scores, {"loss": loss, **metrics})

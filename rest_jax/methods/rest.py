@@ -1,0 +1,107 @@
+"""TCR and REST: refinement, anchor bank and the QS-robust objective (METHOD.md sections 1-3).
+
+One method serves both presets: ``tcr`` is K = 1, no de-duplication, no consistency term and
+no decoupling; ``rest`` switches those on. Per optimisation step:
+
+  q = normalize(f_theta(x)), S = Q G^T, Z = refine(S), H = entropy(softmax(Z))
+  at step 0 of the first W batches: bank <- insert(bank, SI, q, g_hat, H)
+  E = max H over the bank, m = margin of the bank
+  L = l_rem L_REM(H, E) + l_uni L_UNI(q) + l_gap L_GAP(q, g_hat, m) + l_con L_CON(q, g_hat)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from rest_jax import bank as bank_lib
+from rest_jax import losses
+from rest_jax.config import AdaptConfig
+from rest_jax.masked import entropy
+from rest_jax.methods.base import InnerResult, StepContext, gradient_update
+from rest_jax.refinement import refine
+
+
+def bank_update_enabled(config: AdaptConfig, batch_index, step_index):
+    """True at step 0 of the first ``bank_batches`` batches (every batch when None)."""
+    first_step = step_index == 0
+    if config.bank_batches is None:
+        return first_step
+    return first_step & (batch_index < config.bank_batches)
+
+
+def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
+    """The loss of one step, with the scores, the updated bank and the metrics as aux."""
+    cfg = ctx.config
+    q = ctx.encode(adapted, ctx.inputs)
+    scores = q @ ctx.gallery.T
+    refined = refine(
+        q,
+        scores,
+        ctx.gallery,
+        ctx.valid,
+        num_candidates=cfg.num_candidates,
+        dedup=cfg.dedup,
+        tau=cfg.tau,
+    )
+    h = entropy(refined.logits, refined.column_mask)
+    q_const = jax.lax.stop_gradient(q)
+    bank = bank_lib.insert(
+        bank,
+        bank_lib.reliability_scores(q_const, refined.positives, ctx.valid),
+        q_const,
+        refined.positives,
+        jax.lax.stop_gradient(h),
+        ctx.valid,
+        ratio=cfg.bank_ratio,
+        enabled=bank_update_enabled(cfg, ctx.batch_index, step_index),
+    )
+    threshold = bank_lib.entropy_threshold(bank)
+    margin = bank_lib.margin(bank)
+
+    rem = losses.rem_loss(h, threshold, ctx.valid, cfg.rem_eps)
+    uni = losses.uniformity_loss(q, ctx.valid, cfg.uniformity_t)
+    gap = losses.gap_loss(q, refined.positives, ctx.valid, margin)
+    con = (
+        losses.consistency_loss(q, refined.positives, rem.reliable, ctx.valid, cfg.consistency_tau)
+        if cfg.consistency_weight
+        else jnp.zeros((), q.dtype)
+    )
+    loss = (
+        cfg.rem_weight * rem.loss
+        + cfg.uniformity_weight * uni
+        + cfg.gap_weight * gap
+        + cfg.consistency_weight * con
+    )
+    diag = losses.diagnostics(q_const, refined.positives, ctx.valid, cfg.uniformity_t)
+    metrics = {
+        "rem": rem.loss,
+        "uniformity_loss": uni,
+        "gap_loss": gap,
+        "consistency_loss": con,
+        "num_reliable": rem.num_reliable,
+        "entropy_threshold": threshold,
+        "margin": margin,
+        "bank_size": bank_lib.size(bank),
+        "diag_uniformity": diag.uniformity,
+        "diag_gap": diag.gap,
+        "diag_consistency": diag.consistency,
+    }
+    return loss, (scores, bank, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class RestMethod:
+    """TCR / REST as a :class:`rest_jax.methods.base.Method`; the state is the anchor bank."""
+
+    name: str = "rest"
+
+    def init(self, config: AdaptConfig, *, dim: int, dtype) -> bank_lib.AnchorBank:
+        return bank_lib.init_bank(config.bank_size, dim, dtype)
+
+    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+        return gradient_update(
+            ctx, adapted, opt_state, lambda a: objective(ctx, a, method_state, step_index)
+        )

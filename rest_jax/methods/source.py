@@ -1,0 +1,24 @@
+"""The source model: no adaptation, the frozen model's scores (METHOD.md section 6)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from rest_jax.config import AdaptConfig
+from rest_jax.methods.base import InnerResult
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceMethod:
+    """Scores every batch with the unchanged parameters."""
+
+    name: str = "source"
+
+    def init(self, config: AdaptConfig, *, dim: int, dtype):
+        return ()
+
+    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+        scores = ctx.encode(adapted, ctx.inputs) @ ctx.gallery.T
+        return InnerResult(adapted, opt_state, method_state, scores, {"loss": jnp.zeros(())})

@@ -1,0 +1,84 @@
+"""Retrieval metrics: Recall@K and mAP with several relevant items per query (METHOD.md sec. 7).
+
+Relevance is a padded index matrix ``relevant[i] = gallery ids relevant to query i, -1
+padding``. Ranks follow a stable descending sort of the scores: on equal scores the lower
+gallery index ranks first. The position of item j for query i is
+
+  pos_ij = #{l : s_il > s_ij} + #{l < j : s_il = s_ij}
+
+Recall@K = 100 * mean_i [min_k pos_i(rel_k) < K];
+mAP = 100 * mean_i mean_k k / (pos_(k) + 1) over the sorted positions of i's relevant items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def relevant_positions(scores: np.ndarray, relevant: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Ranked positions (0 = best) of each relevant item; -1 where ``relevant`` is padding.
+
+    Args:
+      scores: (Q, N) scores.
+      relevant: (Q, R) int gallery indices, -1 padded.
+      chunk: queries per chunk (bounds memory to chunk * N * R).
+    """
+    scores = np.asarray(scores)
+    relevant = np.asarray(relevant)
+    if scores.ndim != 2 or relevant.ndim != 2 or scores.shape[0] != relevant.shape[0]:
+        raise ValueError(
+            f"scores (Q, N) and relevant (Q, R) must agree on Q: {scores.shape} vs {relevant.shape}"
+        )
+    if relevant.max(initial=-1) >= scores.shape[1]:
+        raise ValueError(f"relevant ids exceed the gallery size {scores.shape[1]}")
+    out = np.full(relevant.shape, -1, np.int64)
+    index = np.arange(scores.shape[1])
+    for start in range(0, scores.shape[0], chunk):
+        s = scores[start : start + chunk]
+        rel = relevant[start : start + chunk]
+        ids = np.maximum(rel, 0)
+        s_rel = np.take_along_axis(s, ids, axis=1)[:, :, None]  # (q, R, 1)
+        higher = (s[:, None, :] > s_rel).sum(-1)
+        tied_before = ((s[:, None, :] == s_rel) & (index[None, None, :] < ids[:, :, None])).sum(-1)
+        out[start : start + chunk] = np.where(rel >= 0, higher + tied_before, -1)
+    return out
+
+
+def retrieval_metrics(
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    query_ids: np.ndarray | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Recall@K (percent) and mAP (percent) of a set of queries.
+
+    Args:
+      scores: (Q, N) scores, one row per query, in any order (e.g. stream order).
+      relevant: (num_queries, R) relevant gallery ids per query id, -1 padded.
+      query_ids: (Q,) the query id of each score row (default: row i is query i).
+      ks: the K of Recall@K.
+
+    Returns:
+      ``{"r1": ..., "r5": ..., "r10": ..., "map": ...}`` in percent.
+    """
+    scores = np.asarray(scores)
+    if scores.shape[0] == 0:
+        raise ValueError("no query to evaluate")
+    relevant = np.asarray(relevant)
+    if query_ids is not None:
+        relevant = relevant[np.asarray(query_ids)]
+    if np.any((relevant >= 0).sum(1) == 0):
+        raise ValueError("every query needs at least one relevant item")
+    pos = relevant_positions(scores, relevant)
+    valid = pos >= 0
+    best = np.where(valid, pos, np.iinfo(np.int64).max).min(1)
+    out = {f"r{k}": float(100.0 * np.mean(best < k)) for k in ks}
+    sorted_pos = np.sort(np.where(valid, pos, np.iinfo(np.int64).max), axis=1)
+    k = np.arange(1, pos.shape[1] + 1)[None, :]
+    valid_sorted = np.arange(pos.shape[1])[None, :] < valid.sum(1, keepdims=True)
+    precision = np.where(valid_sorted, k / (np.where(valid_sorted, sorted_pos, 0) + 1), 0.0)
+    ap = precision.sum(1) / valid.sum(1)
+    out["map"] = float(100.0 * ap.mean())
+    return out
