@@ -122,7 +122,7 @@ def insert(
 
 
 def margin(bank: AnchorBank) -> jax.Array:
-    """``m = ||mean_k normalize(q_k) - mean_k normalize(g_k)||`` over the valid entries (0 if empty)."""
+    """``m = ||mean_k normalize(q_k) - mean_k normalize(g_k)||`` over valid entries (0 if none)."""
     gap = masked_row_mean(l2_normalize(bank.query), bank.valid) - masked_row_mean(
         l2_normalize(bank.positive), bank.valid
     )

@@ -60,8 +60,23 @@ def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     return sum(jax.tree.leaves(jax.tree.map(_vdot, a, b)), start=jnp.zeros((), jnp.float32))
 
 
+def _like(reference: PyTree, params: PyTree) -> PyTree:
+    """``reference`` laid out as ``params`` (leaf by leaf, so that ``None`` and optax's
+    ``MaskedNode`` placeholders match), cast to the params' dtypes."""
+    ref_leaves, p_leaves = jax.tree.leaves(reference), jax.tree.leaves(params)
+    if len(ref_leaves) != len(p_leaves) or any(
+        jnp.shape(r) != jnp.shape(p) for r, p in zip(ref_leaves, p_leaves)
+    ):
+        raise ValueError(
+            "the decoupling reference must have the params' leaves and shapes: "
+            f"{[jnp.shape(r) for r in ref_leaves]} vs {[jnp.shape(p) for p in p_leaves]}"
+        )
+    ref_leaves = [jnp.asarray(r, jnp.asarray(p).dtype) for r, p in zip(ref_leaves, p_leaves)]
+    return jax.tree.unflatten(jax.tree.structure(params), ref_leaves)
+
+
 def _decouple(g, r, mode, beta, min_norm):
-    """Applies the rule to one group (a pytree) given its inner products. Returns (g'', projected)."""
+    """Applies the rule to one group (a pytree of leaves). Returns ``(g'', projected)``."""
     c = _tree_vdot(g, r)
     rr = _tree_vdot(r, r)
     usable = rr > min_norm**2
@@ -106,18 +121,13 @@ def gradient_decoupling(
     """
     if mode not in MODES:
         raise ValueError(f"unknown decoupling mode {mode!r}; expected one of {MODES}")
-    if beta < 0:
+    if isinstance(beta, (int, float)) and beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
 
     def init_fn(params):
         ref = jax.tree.map(jnp.zeros_like, params) if reference is None else reference
-        if jax.tree.structure(ref) != jax.tree.structure(params):
-            raise ValueError(
-                "the decoupling reference must have the structure of the params: "
-                f"{jax.tree.structure(ref)} vs {jax.tree.structure(params)}"
-            )
         return GradientDecouplingState(
-            reference=ref,
+            reference=_like(ref, params),
             cosine=jnp.zeros((), jnp.float32),
             projected=jnp.zeros((), bool),
             count=jnp.zeros((), jnp.int32),
@@ -126,8 +136,9 @@ def gradient_decoupling(
 
     def update_fn(updates, state, params=None, *, decoupling_reference=None, **extra_args):
         del params, extra_args
-        ref = state.reference if decoupling_reference is None else decoupling_reference
-        ref = jax.tree.map(lambda r, s: jnp.asarray(r, s.dtype), ref, state.reference)
+        ref = state.reference
+        if decoupling_reference is not None:
+            ref = _like(decoupling_reference, state.reference)
         if per_leaf:
             pairs = jax.tree.map(
                 lambda g, r: _decouple(g, r, mode, beta, min_reference_norm), updates, ref

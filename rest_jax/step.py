@@ -198,10 +198,12 @@ def make_step(
             if dstate is not None:
                 metrics["reference_cosine"] = dstate.cosine
                 metrics["projected"] = dstate.projected
-            return (out.adapted, out.opt_state, out.method_state, out.scores), metrics
+            scores = out.scores.astype(score_dtype)
+            return (out.adapted, out.opt_state, out.method_state, scores), metrics
 
         batch_size = valid.shape[0]
-        scores0 = jnp.zeros((batch_size, constants.gallery.shape[0]), jnp.float32)
+        score_dtype = jnp.promote_types(constants.gallery.dtype, jnp.float32)
+        scores0 = jnp.zeros((batch_size, constants.gallery.shape[0]), score_dtype)
         (adapted, opt_state, mstate, scores), metrics = jax.lax.scan(
             one_step,
             (start.adapted, opt_state, start.method_state, scores0),

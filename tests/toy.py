@@ -1,0 +1,43 @@
+"""A tiny LayerNorm query encoder and a random gallery, for tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def layer_norm(h, scale, bias, eps=1e-5):
+    mean = h.mean(-1, keepdims=True)
+    var = ((h - mean) ** 2).mean(-1, keepdims=True)
+    return (h - mean) / jnp.sqrt(var + eps) * scale + bias
+
+
+def toy_apply(params, x):
+    """x (B, d_in) -> dense -> LayerNorm (adapted) -> dense -> features (B, d)."""
+    h = jnp.tanh(x @ params["embed"]["kernel"])
+    h = layer_norm(h, params["ln"]["scale"], params["ln"]["bias"])
+    return h @ params["head"]["kernel"]
+
+
+def toy_params(key, d_in=8, width=16, dim=6, dtype=jnp.float32):
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    return {
+        "embed": {"kernel": jax.random.normal(k1, (d_in, width), dtype) / jnp.sqrt(d_in)},
+        "ln": {
+            "scale": 1.0 + 0.1 * jax.random.normal(k3, (width,), dtype),
+            "bias": 0.1 * jax.random.normal(k4, (width,), dtype),
+        },
+        "head": {"kernel": jax.random.normal(k2, (width, dim), dtype) / jnp.sqrt(width)},
+    }
+
+
+def toy_problem(seed=0, n_gallery=12, n_queries=20, d_in=8, dim=6, dtype=jnp.float32):
+    """Params, a gallery near the clean queries' embeddings, and shifted queries."""
+    key = jax.random.PRNGKey(seed)
+    kp, kx, kn, ks = jax.random.split(key, 4)
+    params = toy_params(kp, d_in=d_in, dim=dim, dtype=dtype)
+    clean = jax.random.normal(kx, (n_gallery, d_in), dtype)
+    gallery = toy_apply(params, clean) + 0.3 * jax.random.normal(kn, (n_gallery, dim), dtype)
+    picks = jnp.arange(n_queries) % n_gallery
+    queries = clean[picks] * 1.5 + 0.8 + 0.2 * jax.random.normal(ks, (n_queries, d_in), dtype)
+    return params, gallery, queries, clean
