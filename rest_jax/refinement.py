@@ -61,7 +61,7 @@ def refine(
     dedup: bool = False,
     tau: float = 0.02,
 ) -> Refined:
-    """Builds the refined prediction of a batch (spec section 1).
+    """Builds the refined prediction of a batch from its raw scores (spec section 1).
 
     Args:
       queries: (B, d) L2-normalised query embeddings ``q``.
@@ -76,7 +76,25 @@ def refine(
       A :class:`Refined`.
     """
     check_num_candidates(num_candidates, gallery.shape[0])
-    _, top = jax.lax.top_k(jax.lax.stop_gradient(scores), num_candidates)  # (B, K)
+    _, top = jax.lax.top_k(jax.lax.stop_gradient(scores), num_candidates)
+    return refine_from_topk(queries, top, gallery, valid, dedup=dedup, tau=tau)
+
+
+def refine_from_topk(
+    queries: jax.Array,
+    top: jax.Array,
+    gallery: jax.Array,
+    valid: jax.Array,
+    *,
+    dedup: bool = False,
+    tau: float = 0.02,
+) -> Refined:
+    """Same as :func:`refine`, from each query's top-K gallery indices ``top`` (B, K).
+
+    Use it when the top-K comes from chunked or sharded retrieval (:mod:`rest_jax.retrieval`)
+    and the (B, N) score matrix is never formed.
+    """
+    num_candidates = top.shape[1]
     candidate_ids = top.T.reshape(-1)  # k-major: n_1(1..B), n_2(1..B), ...
     column_mask = jnp.tile(valid, num_candidates)
     if dedup:
