@@ -44,10 +44,12 @@ def test_topk_errors():
 
 def test_sharded_paths_equal_single_device_on_8_devices():
     script = pathlib.Path(__file__).with_name("sharded_check.py")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "devices=8" in proc.stdout
     assert "ALL OK" in proc.stdout
