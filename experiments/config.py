@@ -1,0 +1,123 @@
+"""The study's one configuration: a dataclass, its command-line flags, and method overrides.
+
+Every field is a flag (``--methods source,tcr``, ``--image-shifts all``); ``--adapt KEY=VALUE``
+overrides an :class:`rest_jax.AdaptConfig` field for every method and ``--adapt
+METHOD.KEY=VALUE`` for one method. The resolved configuration is written next to the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS
+from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS
+
+ALL_METHODS = "source,tent,eata,sar,read,shot,deyo,tcr,rest"
+CHAR_LEVEL = ("keyboard", "ocr", "char_insert", "char_substitute", "char_swap", "char_delete")
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """What a study runs. Defaults: the embedded SynthWorld study (see README)."""
+
+    name: str = "default"
+    output_dir: str = "runs"
+    cache_dir: str = ".cache/rest_jax"
+    seed: int = 0
+
+    # Data and model. "synthworld" trains its own source model; "coco" / "flickr" read the
+    # Karpathy test split from data_dir and a CLIP checkpoint directory.
+    dataset: str = "synthworld"
+    data_dir: str = ""
+    checkpoint: str = ""
+    image_size: int = 0  # 0: the world's 32 px, or the checkpoint's preprocessing size
+    split: str = "test"  # "validation" to tune (SynthWorld only)
+
+    # Source model of the synthetic world.
+    source_steps: int = 1200
+    source_width: int = 64
+    source_layers: int = 2
+
+    # The grid.
+    methods: str = ALL_METHODS
+    directions: str = "i2t,t2i"
+    image_shifts: str = "gaussian_noise@5,shot_noise@5,defocus_blur@5,pixelate@5,contrast@5"
+    text_shifts: str = "keyboard@5,ocr@5,char_swap@5,synonym_replacement@0.3"
+    severity_sweep: str = "gaussian_noise,defocus_blur"
+    severity_methods: str = "source,tent,tcr,rest"
+    diverse: str = "mixed,continual"
+    ablations: bool = True
+    batch_size: int = 64
+    order: str = "reference"
+    max_queries: int = 0  # 0: every query of the split
+    adapt: tuple[str, ...] = ()  # AdaptConfig overrides, "KEY=VALUE" or "METHOD.KEY=VALUE"
+
+    def method_list(self) -> list[str]:
+        return _split(self.methods)
+
+    def direction_list(self) -> list[str]:
+        return _split(self.directions)
+
+    def shift_list(self, direction: str) -> list[str]:
+        """The corruption@level specs of a direction, with ``all`` expanded."""
+        spec = self.image_shifts if direction == "i2t" else self.text_shifts
+        if spec == "all":
+            return full_grid(direction)
+        return _split(spec)
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def full_grid(direction: str) -> list[str]:
+    """Every corruption at every level: 16 x 5 image shifts, or the text types at their levels."""
+    if direction == "i2t":
+        return [f"{name}@{s}" for name in IMAGE_CORRUPTIONS for s in range(1, 6)]
+    out = []
+    for name in TEXT_CORRUPTIONS:
+        levels = range(1, 8) if name in CHAR_LEVEL else (0.3, 0.35)
+        out += [f"{name}@{level}" for level in levels]
+    return out
+
+
+def adapt_overrides(config: StudyConfig, method: str) -> dict[str, typing.Any]:
+    """The AdaptConfig overrides that apply to ``method`` (values parsed as Python literals)."""
+    import ast
+
+    out = {}
+    for item in config.adapt:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--adapt expects KEY=VALUE or METHOD.KEY=VALUE, got {item!r}")
+        target, dot, field = key.partition(".")
+        if dot and target != method:
+            continue
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        out[field if dot else key] = parsed
+    return out
+
+
+def parse_args(argv=None, defaults: StudyConfig | None = None) -> StudyConfig:
+    """Builds a StudyConfig from command-line flags, one per field."""
+    defaults = defaults or StudyConfig()
+    parser = argparse.ArgumentParser(description="rest_jax query-shift study")
+    hints = typing.get_type_hints(StudyConfig)
+    for field in dataclasses.fields(StudyConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        if field.name == "adapt":
+            parser.add_argument(flag, action="append", default=list(default), metavar="KEY=VALUE")
+        elif hints[field.name] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    values["adapt"] = tuple(values["adapt"])
+    return StudyConfig(**values)

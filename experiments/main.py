@@ -1,0 +1,258 @@
+"""The main job: source model, clean retrieval, query shift, and what each method wins back.
+
+    python -m experiments.main                       # the embedded SynthWorld study
+    python -m experiments.main --image-shifts all --text-shifts all   # the full grid
+    python -m experiments.main --dataset coco --data-dir DIR --checkpoint CLIP_DIR
+
+Writes ``runs/<name>/``: ``config.json`` (resolved config, versions, device, seed),
+``results.jsonl`` (one row per run), ``table.md`` and ``plots/``. An interrupted run resumes:
+rows already in ``results.jsonl`` are not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import platform
+import sys
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+import rest_jax
+from experiments import plots, report
+from experiments.config import StudyConfig, adapt_overrides, parse_args
+from experiments.data import load_study_data
+from rest_jax import study
+
+log = logging.getLogger("rest_jax.study")
+
+
+def versions() -> dict[str, str]:
+    import flax
+    import optax
+
+    return {
+        "rest_jax": rest_jax.__version__,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+    }
+
+
+class Results:
+    """``results.jsonl``: appended row by row, read back to resume."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[row["key"]] = row
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, row: dict) -> None:
+        self.rows[row["key"]] = row
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig:
+    base = rest_jax.preset(method.split("-")[0])
+    return base.replace(**{**adapt_overrides(cfg, method), **extra})
+
+
+ABLATIONS = {
+    "rest-no_decoupling": dict(decoupling=False),
+    "rest-no_consistency": dict(consistency_weight=0.0),
+    "rest-no_refinement": dict(num_candidates=1, dedup=False),
+}
+
+
+def plan_runs(cfg: StudyConfig) -> list[dict]:
+    """Every run of the study, in order: (group, direction, method, stream spec)."""
+    runs = []
+    for direction in cfg.direction_list():
+        shifts = cfg.shift_list(direction)
+        for method in cfg.method_list():
+            runs.append(dict(group="clean", direction=direction, method=method, shifts=["clean"]))
+            for shift in shifts:
+                runs.append(dict(group="qs", direction=direction, method=method, shifts=[shift]))
+        if direction == "i2t" and cfg.severity_sweep:
+            for name in study_split(cfg.severity_sweep):
+                for method in study_split(cfg.severity_methods):
+                    for severity in range(1, 6):
+                        spec = f"{name}@{severity}"
+                        if spec not in shifts or method not in cfg.method_list():
+                            runs.append(
+                                dict(
+                                    group="severity",
+                                    direction=direction,
+                                    method=method,
+                                    shifts=[spec],
+                                )
+                            )
+        for kind in study_split(cfg.diverse):
+            for method in cfg.method_list():
+                runs.append(dict(group=kind, direction=direction, method=method, shifts=shifts))
+        if cfg.ablations and direction == "i2t":
+            for variant in ABLATIONS:
+                for shift in shifts:
+                    runs.append(
+                        dict(group="ablation", direction=direction, method=variant, shifts=[shift])
+                    )
+    for run in runs:
+        kind = run["group"] if run["group"] in ("mixed", "continual") else "single"
+        run["kind"] = kind
+        run["key"] = f"{run['group']}|{run['direction']}|{run['method']}|{'+'.join(run['shifts'])}"
+    return runs
+
+
+def study_split(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+class Runner:
+    """Holds the data, one adapter per (direction, method) and the shifted query sets."""
+
+    def __init__(self, cfg: StudyConfig, data):
+        self.cfg = cfg
+        self.data = data
+        self.adapters: dict[tuple[str, str], rest_jax.Adapter] = {}
+        self.inputs: dict[tuple[str, str], np.ndarray] = {}
+        self.galleries = {
+            d: study.gallery_embeddings(data.split, d, data.towers) for d in cfg.direction_list()
+        }
+        self.relevant = {d: study.relevance(data.split, d) for d in cfg.direction_list()}
+
+    def adapter(self, direction: str, method: str) -> rest_jax.Adapter:
+        key = (direction, method)
+        if key not in self.adapters:
+            encoder, params, rules = self.data.towers.query_side(direction)
+            config = adapt_config(self.cfg, method, **ABLATIONS.get(method, {}))
+            if direction == "t2i" and self.data.text_learning_rate is not None:
+                config = config.replace(learning_rate=self.data.text_learning_rate)
+            self.adapters[key] = rest_jax.Adapter.create(
+                encoder,
+                params,
+                self.galleries[direction],
+                config=config,
+                rules=rules,
+                source=self.data.source_pairs[direction],
+                seed=self.cfg.seed,
+            )
+        return self.adapters[key]
+
+    def queries(self, direction: str, spec: str) -> np.ndarray:
+        key = (direction, spec)
+        if key not in self.inputs:
+            domain = study.parse_domain(spec, direction)
+            self.inputs[key] = study.query_inputs(
+                self.data.split, direction, domain, self.data.towers, self.cfg.seed
+            )
+        return self.inputs[key]
+
+    def run(self, run: dict) -> tuple[dict, dict]:
+        direction, method = run["direction"], run["method"]
+        adapter = self.adapter(direction, method)
+        domains = [study.parse_domain(s, direction) for s in run["shifts"]]
+        inputs = [self.queries(direction, s) for s in run["shifts"]]
+        stream = study.make_stream(
+            "+".join(run["shifts"]),
+            domains,
+            inputs,
+            kind=run["kind"],
+            batch_size=self.cfg.batch_size,
+            order=self.cfg.order,
+            seed=self.cfg.seed,
+        )
+        start = time.perf_counter()
+        metrics, result = study.run_method(adapter, stream, self.relevant[direction])
+        row = {
+            **{k: run[k] for k in ("key", "group", "direction", "method", "shifts")},
+            **metrics,
+            "rolled_back": int(result.rolled_back.sum()),
+        }
+        encoder, _, _ = self.data.towers.query_side(direction)
+        clean = self.queries(direction, "clean")
+        if run["kind"] != "single" or run["group"] == "qs":
+            after = study.clean_retrieval(
+                encoder,
+                adapter.params(result.final_state),
+                clean,
+                self.galleries[direction],
+                self.relevant[direction],
+            )
+            before = study.clean_retrieval(
+                encoder,
+                adapter.params(adapter.constants.initial),
+                clean,
+                self.galleries[direction],
+                self.relevant[direction],
+            )
+            row["forgetting_r1"] = after["r1"] - before["r1"]
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        traces = {k: np.asarray(v) for k, v in result.metrics.items()}
+        if run["group"] == "qs" and method in ("source", "rest"):
+            q_after = study.embed(encoder, adapter.params(result.final_state), inputs[0])
+            row["diagnostics_after"] = study.query_diagnostics(q_after, self.galleries[direction])
+            q_source = study.embed(encoder, adapter.params(adapter.constants.initial), inputs[0])
+            row["diagnostics_source"] = study.query_diagnostics(q_source, self.galleries[direction])
+        return row, traces
+
+
+def main(argv=None) -> pathlib.Path:
+    cfg = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.cache_dir) / "xla"))
+    out = pathlib.Path(cfg.output_dir) / cfg.name
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    (out / "traces").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    data = load_study_data(cfg)
+    resolved = {
+        "study": {k: v for k, v in vars(cfg).items()},
+        "methods": {
+            m: adapt_config(cfg, m, **ABLATIONS.get(m, {})).to_dict()
+            for m in cfg.method_list() + (list(ABLATIONS) if cfg.ablations else [])
+        },
+        "data": data.description,
+        "versions": versions(),
+        "device": str(jax.devices()[0]),
+        "device_count": jax.device_count(),
+        "seed": cfg.seed,
+        "command": " ".join(sys.argv),
+        "deterministic": "every figure, for this machine and these versions (CPU, fixed seeds "
+        "and stream order); 'seconds' is a timing and varies",
+    }
+    (out / "config.json").write_text(json.dumps(resolved, indent=2, default=str))
+    results = Results(out / "results.jsonl")
+    runner = Runner(cfg, data)
+    runs = plan_runs(cfg)
+    todo = [r for r in runs if r["key"] not in results]
+    log.info("%d runs planned, %d already done", len(runs), len(runs) - len(todo))
+    for run in tqdm(todo, desc="study", mininterval=1.0):
+        row, traces = runner.run(run)
+        np.savez(
+            out / "traces" / (run["key"].replace("|", "__").replace("@", "_") + ".npz"), **traces
+        )
+        results.add(row)
+    rows = [results.rows[r["key"]] for r in runs]
+    (out / "table.md").write_text(report.markdown(rows, data.description))
+    plots.make_all(rows, out)
+    log.info("wrote %s in %.0f s", out, time.perf_counter() - t0)
+    print((out / "table.md").read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The study's plots (matplotlib, Agg backend): PNG files under ``runs/<name>/plots``."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _trace(out: pathlib.Path, key: str):
+    path = out / "traces" / (key.replace("|", "__").replace("@", "_") + ".npz")
+    return dict(np.load(path)) if path.exists() else None
+
+
+def r1_by_corruption(rows, out, direction):
+    qs = [r for r in rows if r["direction"] == direction and r["group"] in ("qs", "clean")]
+    if not qs:
+        return
+    shifts = list(dict.fromkeys(r["shifts"][0] for r in qs))
+    methods = list(dict.fromkeys(r["method"] for r in qs))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shifts)), 4))
+    for i, m in enumerate(methods):
+        vals = {r["shifts"][0]: r["r1"] for r in qs if r["method"] == m}
+        ax.bar(np.arange(len(shifts)) + i * width, [vals.get(s, 0) for s in shifts], width, label=m)
+    ax.set_xticks(np.arange(len(shifts)) + 0.4 - width / 2, shifts, rotation=30, ha="right")
+    ax.set_ylabel("R@1 (%)")
+    ax.set_title(f"{direction}: R@1 per shift by method")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(out / "plots" / f"r1_by_shift_{direction}.png", dpi=110)
+    plt.close(fig)
+
+
+def r1_vs_severity(rows, out):
+    sev = [r for r in rows if r["direction"] == "i2t" and r["group"] in ("severity", "qs")]
+    names = sorted({r["shifts"][0].split("@")[0] for r in rows if r["group"] == "severity"})
+    if not names:
+        return
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["group"] == "severity"))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for m in methods:
+            pts = sorted(
+                (int(r["shifts"][0].split("@")[1]), r["r1"])
+                for r in sev
+                if r["method"] == m and r["shifts"][0].startswith(name + "@")
+            )
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=m)
+        ax.set_title(f"i2t, {name}")
+        ax.set_xlabel("severity")
+        ax.set_ylabel("R@1 (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "plots" / "r1_vs_severity.png", dpi=110)
+    plt.close(fig)
+
+
+def reference_cosine(rows, out):
+    """cos(adaptation gradient, reference gradient) along a stream, with/without decoupling."""
+    qs = [r for r in rows if r["direction"] == "i2t" and r["group"] in ("qs", "ablation")]
+    if not qs:
+        return
+    shift = qs[0]["shifts"][0]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    labels = {
+        "tent": "Tent (logged, not decoupled)",
+        "rest-no_decoupling": "REST without decoupling (logged)",
+        "rest": "REST with decoupling (before projection)",
+    }
+    drawn = False
+    for r in qs:
+        if r["method"] in labels and r["shifts"][0] == shift:
+            trace = _trace(out, r["key"])
+            if trace and "reference_cosine" in trace:
+                ax.plot(trace["reference_cosine"].reshape(-1), label=labels[r["method"]], lw=1)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xlabel("optimisation step along the stream")
+    ax.set_ylabel("cos(g, r)")
+    ax.set_title(f"i2t {shift}: adaptation vs pre-training gradient")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "plots" / "reference_cosine.png", dpi=110)
+    plt.close(fig)
+
+
+def diagnostics(rows, out):
+    """Uniformity, gap and consistency of shifted queries: source model vs after REST."""
+    picked = {}
+    for r in rows:
+        if r["group"] == "qs" and r["method"] == "rest" and "diagnostics_after" in r:
+            picked.setdefault(r["direction"], r)
+    if not picked:
+        return
+    names = ("uniformity", "gap", "consistency")
+    fig, axes = plt.subplots(len(picked), 3, figsize=(10, 3 * len(picked)), squeeze=False)
+    for row_axes, (direction, r) in zip(axes, picked.items()):
+        for ax, name in zip(row_axes, names):
+            vals = [r["diagnostics_source"][name], r["diagnostics_after"][name]]
+            ax.bar(["source", "after REST"], vals, color=["tab:gray", "tab:blue"])
+            ax.set_title(f"{direction} {r['shifts'][0]}: {name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "plots" / "query_diagnostics.png", dpi=110)
+    plt.close(fig)
+
+
+def make_all(rows, out: pathlib.Path):
+    out = pathlib.Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for direction in ("i2t", "t2i"):
+        r1_by_corruption(rows, out, direction)
+    r1_vs_severity(rows, out)
+    reference_cosine(rows, out)
+    diagnostics(rows, out)
