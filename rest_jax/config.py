@@ -66,10 +66,61 @@ class AdaptConfig:
 
     # Section 6: baselines (whole-gallery logits).
     baseline_tau: float = 0.01
+    # --- baseline hyperparameters (rest_jax/methods/{eata,sar,shot,deyo}.py; docs/baselines.md).
+    # Fractions keep int(fraction * n_valid) queries; checked by each method's init.
+    eata_fraction: float = 0.4
+    """EATA: keep the int(fraction * n) lowest-entropy queries."""
+    eata_cosine_margin: float = 0.05
+    """EATA: then keep those whose cosine to the running mean prediction is below this."""
+    eata_entropy_margin: float = 0.4
+    """EATA: sample weight exp(margin - H)."""
+    eata_mean_decay: float = 0.9
+    """EATA: running mean prediction m <- decay * m + (1 - decay) * mean(p over the kept)."""
+    sar_fraction: float = 0.4
+    """SAR: first filter, the int(fraction * n) lowest-entropy queries (threshold = their max)."""
+    sar_rho: float = 0.05
+    """SAR: SAM radius, e = rho * g / ||g||."""
+    sar_ema_decay: float = 0.9
+    """SAR: entropy EMA ema <- decay * ema + (1 - decay) * loss of the second filter."""
+    sar_reset_threshold: float = 0.2
+    """SAR: restore the source state when the EMA falls below this."""
+    shot_confidence: float = 0.9
+    """SHOT: pseudo-label a query when its top probability exceeds this."""
+    shot_ce_weight: float = 0.1
+    """SHOT: weight of the pseudo-label cross-entropy."""
+    shot_diversity_eps: float = 1e-5
+    """SHOT: log(mean p + eps) in the diversity term (the reference's constant)."""
+    deyo_fraction: float = 0.5
+    """DeYO: keep queries with entropy strictly below the (int(fraction * n) + 1)-th lowest."""
+    deyo_entropy_margin: float = 0.4
+    """DeYO: entropy part of the weight, exp(margin - H)."""
+    deyo_plpd_threshold: float = 0.2
+    """DeYO: keep queries whose PLPD (image queries only) is above this."""
+    deyo_entropy_weight: float = 1.0
+    deyo_plpd_weight: float = 1.0
+    """DeYO: weight = entropy_weight * exp(margin - H) + plpd_weight * exp(PLPD)."""
+    deyo_patch_grid: int = 4
+    """DeYO: the shuffled view cuts each image into a grid x grid of patches."""
+    deyo_image_queries: bool | None = None
+    """DeYO: queries are images (NHWC); None infers it from the inputs (a 4-D array)."""
+    # --- end of baseline hyperparameters.
 
     # Robustness.
     rollback_nonfinite: bool = True
     """Keep the previous state when a batch would make it non-finite (counted in metrics)."""
+    nonfinite_inputs: str = "mask"
+    """Query rows with NaN/inf inputs: ``"mask"`` (drop them from the update, answer them
+    with NaN; the rest of the batch adapts), ``"rollback"`` (the whole batch is rolled back)
+    or ``"raise"`` (host inputs: ValueError naming the rows; device inputs: as ``"mask"``)."""
+    skip_degenerate_batches: bool = True
+    """Answer but do not adapt on a batch whose valid rows (two or more) are all identical."""
+    collapse_guard: bool = False
+    """Restore the source state when the model collapses (rest_jax/guards.py)."""
+    collapse_min_distinct: float = 0.1
+    """Collapse = EMA of the distinct top-1 fraction of a batch below this."""
+    collapse_ema_decay: float = 0.9
+    collapse_warmup: int = 5
+    """Batches the EMA must hold (since the start or the last reset) before a reset fires."""
 
     def replace(self, **overrides: Any) -> AdaptConfig:
         """A copy with some fields changed; unknown names raise a clear error."""

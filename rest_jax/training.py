@@ -49,7 +49,13 @@ class SourceModelConfig:
 def world_clip_config(
     cfg: SourceModelConfig, image_size: int, vocab_size: int, sot_id: int, eot_id: int
 ) -> ClipConfig:
-    """The CLIP configuration of the source model (quick_gelu, both towers of equal width)."""
+    """The CLIP configuration of the source model (quick_gelu, both towers of equal width).
+
+    ``eot_id`` must not be 2: CLIP reads ``eos_token_id == 2`` as the legacy rule "pool at the
+    largest token id".
+    """
+    if eot_id == 2:
+        raise ValueError("eot_id 2 selects CLIP's legacy argmax pooling; use another id")
     return ClipConfig(
         vision=VisionConfig(
             image_size=image_size,

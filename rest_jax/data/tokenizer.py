@@ -23,7 +23,9 @@ import numpy as np
 
 from rest_jax.data import synthworld
 
-PAD_ID, SOT_ID, EOT_ID = 0, 1, 2
+# EOT is not 2: CLIP text towers treat eos_token_id == 2 as the legacy OpenAI rule (pool at the
+# largest token id), which would pool at an arbitrary word here.
+PAD_ID, EOT_ID, SOT_ID = 0, 1, 2
 NUM_SPECIAL = 3
 PUNCTUATION = '.!"()*#:;~,'
 _TRANSLATION = str.maketrans(dict.fromkeys(PUNCTUATION, " "))

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rest_jax.methods.base import InnerResult, Method, StepContext, gradient_update
+from rest_jax.methods.deyo import DeyoMethod
+from rest_jax.methods.eata import EataMethod
+from rest_jax.methods.read import ReadMethod
 from rest_jax.methods.rest import RestMethod
+from rest_jax.methods.sar import SarMethod
+from rest_jax.methods.shot import ShotMethod
 from rest_jax.methods.source import SourceMethod
+from rest_jax.methods.tent import TentMethod
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
 
@@ -32,6 +38,12 @@ def available() -> list[str]:
 register("source", SourceMethod)
 register("tcr", lambda: RestMethod("tcr"))
 register("rest", lambda: RestMethod("rest"))
+register("tent", TentMethod)
+register("eata", EataMethod)
+register("sar", SarMethod)
+register("read", ReadMethod)
+register("shot", ShotMethod)
+register("deyo", DeyoMethod)
 
 __all__ = [
     "InnerResult",

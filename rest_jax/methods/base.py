@@ -59,7 +59,9 @@ class Method(Protocol):
 
     name: str
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype) -> PyTree: ...
+    def init(
+        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
+    ) -> PyTree: ...
 
     def inner_step(
         self,

@@ -98,7 +98,9 @@ class RestMethod:
 
     name: str = "rest"
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype) -> bank_lib.AnchorBank:
+    def init(
+        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
+    ) -> bank_lib.AnchorBank:
         return bank_lib.init_bank(config.bank_size, dim, dtype)
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

@@ -16,7 +16,7 @@ class SourceMethod:
 
     name: str = "source"
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype):
+    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

@@ -1,0 +1,134 @@
+"""Pieces shared by the baseline methods (METHOD.md section 6).
+
+- Whole-gallery logits: ``S = Q G^T`` (the scores kept for the batch) and ``Z = S / tau_b``.
+- Entropy filters that count valid rows only: a filter that keeps ``int(fraction * B)`` queries
+  uses ``n_valid`` in place of ``B`` (a Python table ``int(fraction * n)`` for ``n = 0..B``,
+  indexed with ``n_valid``), so a padded batch selects what the unpadded one would.
+- An optimiser step that can be skipped (a traced boolean): the reference methods make no step
+  when their filters keep no query.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rest_jax.config import AdaptConfig
+from rest_jax.methods.base import StepContext
+
+PyTree = Any
+
+
+def gallery_logits(queries: jax.Array, gallery: jax.Array, tau: float):
+    """Scores ``S = Q G^T`` (B, N) and baseline logits ``Z = S / tau``."""
+    scores = queries @ gallery.T
+    return scores, scores / tau
+
+
+def forward(ctx: StepContext, adapted: PyTree, inputs: Any = None):
+    """Encodes ``inputs`` (default: the batch) at ``adapted``; returns ``(scores, logits)``."""
+    queries = ctx.encode(adapted, ctx.inputs if inputs is None else inputs)
+    return gallery_logits(queries, ctx.gallery, ctx.config.baseline_tau)
+
+
+def selection_counts(batch_size: int, fraction: float) -> np.ndarray:
+    """``int(fraction * n)`` for ``n = 0..batch_size``, computed in Python as the reference does."""
+    return np.array([int(fraction * n) for n in range(batch_size + 1)], np.int32)
+
+
+def selection_count(valid: jax.Array, fraction: float) -> jax.Array:
+    """``int(fraction * n_valid)`` as an int32 scalar."""
+    table = jnp.asarray(selection_counts(valid.shape[0], fraction))
+    return table[jnp.sum(valid)]
+
+
+def stable_rank(keys: jax.Array) -> jax.Array:
+    """Position of each entry in a stable ascending sort of ``keys`` (ties: lower index first)."""
+    order = jnp.argsort(keys, stable=True)
+    return jnp.zeros_like(order).at[order].set(jnp.arange(keys.shape[0], dtype=order.dtype))
+
+
+class EntropyFilter(NamedTuple):
+    """Queries kept by an entropy filter.
+
+    Attributes:
+      selected: (B,) bool, kept queries (never a padded row).
+      threshold: scalar entropy threshold of the filter (0 when it keeps nobody).
+      count: int32 scalar, ``int(fraction * n_valid)``.
+    """
+
+    selected: jax.Array
+    threshold: jax.Array
+    count: jax.Array
+
+
+def lowest_entropy(entropies: jax.Array, valid: jax.Array, fraction: float) -> EntropyFilter:
+    """The ``k = int(fraction * n_valid)`` valid queries of lowest entropy (EATA, SAR).
+
+    Exactly ``k`` are kept (ties broken by position); ``threshold`` is the largest kept entropy,
+    the SAR threshold ``thr`` of its second filter.
+    """
+    h = jax.lax.stop_gradient(entropies)
+    k = selection_count(valid, fraction)
+    rank = stable_rank(jnp.where(valid, h, jnp.inf))
+    selected = valid & (rank < k)
+    threshold = jnp.where(k > 0, jnp.max(jnp.where(selected, h, -jnp.inf)), 0).astype(h.dtype)
+    return EntropyFilter(selected, threshold, k)
+
+
+def strictly_below_kth(entropies: jax.Array, valid: jax.Array, fraction: float) -> EntropyFilter:
+    """Valid queries with ``H < h_(k+1)``, the (k+1)-th lowest valid entropy (DeYO).
+
+    With ``k = int(fraction * n_valid)`` this keeps ``k`` queries when the entropies are
+    distinct; queries tied at the boundary are all left out. ``k = n_valid`` keeps every one.
+    """
+    h = jax.lax.stop_gradient(entropies)
+    k = selection_count(valid, fraction)
+    ordered = jnp.sort(jnp.where(valid, h, jnp.inf))
+    kth = ordered[jnp.minimum(k, h.shape[0] - 1)]
+    threshold = jnp.where(k < jnp.sum(valid), kth, jnp.inf)
+    selected = valid & (h < threshold)
+    return EntropyFilter(selected, jnp.where(jnp.isfinite(threshold), threshold, 0), k)
+
+
+def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise ``where(pred, on_true, on_false)`` for a scalar predicate (no Python branch)."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def guarded_update(
+    ctx: StepContext,
+    adapted: PyTree,
+    opt_state: optax.OptState,
+    grads: PyTree,
+    apply: jax.Array,
+) -> tuple[PyTree, optax.OptState]:
+    """One optimiser step on ``grads`` when ``apply`` is true; params and state unchanged else."""
+    updates, new_opt_state = ctx.optimizer.update(grads, opt_state, adapted)
+    new_adapted = optax.apply_updates(adapted, updates)
+    return tree_where(apply, new_adapted, adapted), tree_where(apply, new_opt_state, opt_state)
+
+
+def count(mask: jax.Array) -> jax.Array:
+    """Number of true entries as int32."""
+    return jnp.sum(mask).astype(jnp.int32)
+
+
+def check_fraction(config: AdaptConfig, *names: str) -> None:
+    """Raises ValueError unless each named config field lies in [0, 1]."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_nonnegative(config: AdaptConfig, *names: str) -> None:
+    """Raises ValueError unless each named config field is >= 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")

@@ -1,0 +1,65 @@
+"""READ's objective on whole-gallery predictions (METHOD.md section 6).
+
+    p_i = softmax(Z_i),  L_ra = mean_i(-pmax_i log pmax_i),  L_bal = H(softmax(sum_i p_i))
+    L = L_ra - L_bal
+
+Sums and means run over the valid rows only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rest_jax.config import AdaptConfig
+from rest_jax.masked import entropy, masked_mean
+from rest_jax.methods.base import InnerResult, gradient_update
+from rest_jax.methods.baseline_common import forward
+
+
+class ReadTerms(NamedTuple):
+    """READ's loss and its parts.
+
+    Attributes:
+      loss: ``reliability - balance``.
+      reliability: L_ra, mean of ``-pmax log pmax``.
+      balance: L_bal, entropy of ``softmax(prob_sum)``.
+      prob_sum: (N,) ``sum_i p_i`` over the valid rows.
+    """
+
+    loss: jax.Array
+    reliability: jax.Array
+    balance: jax.Array
+    prob_sum: jax.Array
+
+
+def read_loss(logits: jax.Array, valid: jax.Array) -> ReadTerms:
+    """READ's objective of ``(B, N)`` logits with a ``(B,)`` validity mask."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    log_top = jnp.max(log_probs, axis=-1)
+    reliability = masked_mean(-jnp.exp(log_top) * log_top, valid)
+    prob_sum = jnp.sum(jnp.where(valid[:, None], jnp.exp(log_probs), 0), axis=0)
+    balance = entropy(prob_sum)
+    return ReadTerms(reliability - balance, reliability, balance, prob_sum)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadMethod:
+    """READ as a :class:`rest_jax.methods.base.Method` (stateless)."""
+
+    name: str = "read"
+
+    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
+        return ()
+
+    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+        def loss_fn(params):
+            scores, logits = forward(ctx, params)
+            terms = read_loss(logits, ctx.valid)
+            metrics = {"reliability": terms.reliability, "balance": terms.balance}
+            return terms.loss, (scores, method_state, metrics)
+
+        return gradient_update(ctx, adapted, opt_state, loss_fn)

@@ -1,0 +1,99 @@
+"""SHOT (information maximisation plus confident pseudo-labels), as the TCR code runs it.
+
+METHOD.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1):
+
+    p_i = softmax(Z_i),  p_bar = mean_i p_i
+    L_ent = mean_i H(p_i)
+    L_div = sum_j p_bar_j log(p_bar_j + eps)             (eps = 1e-5; = -H(p_bar) up to eps)
+    C = {i : max_j p_ij > confidence},  y_i = argmax_j p_ij (constant)
+    L_ce = mean_{i in C} -log p_i[y_i]                   (0 when C is empty)
+    L = L_ent + L_div + ce_weight * L_ce
+
+Means run over the valid rows only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rest_jax.config import AdaptConfig
+from rest_jax.masked import entropy, masked_mean, masked_row_mean
+from rest_jax.methods.base import InnerResult, gradient_update
+from rest_jax.methods.baseline_common import check_fraction, check_nonnegative, count, forward
+
+
+class ShotTerms(NamedTuple):
+    """SHOT's loss and its parts (fields named as in parity case P5).
+
+    Attributes:
+      loss: ``entropy + diversity_term + ce_weight * ce``.
+      entropy: mean row entropy.
+      diversity_term: ``sum_j p_bar_j log(p_bar_j + eps)``.
+      confident: (B,) bool, pseudo-labelled rows.
+      ce: mean pseudo-label cross-entropy over the confident rows.
+    """
+
+    loss: jax.Array
+    entropy: jax.Array
+    diversity_term: jax.Array
+    confident: jax.Array
+    ce: jax.Array
+
+
+def shot_loss(
+    logits: jax.Array,
+    valid: jax.Array,
+    *,
+    confidence: float = 0.9,
+    ce_weight: float = 0.1,
+    eps: float = 1e-5,
+) -> ShotTerms:
+    """SHOT's objective of ``(B, N)`` logits (see module docstring)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    mean_entropy = masked_mean(entropy(logits), valid)
+    mean_prob = masked_row_mean(jnp.exp(log_probs), valid)
+    diversity_term = jnp.sum(mean_prob * jnp.log(mean_prob + eps))
+    labels = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
+    log_label = jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    confident = valid & (jnp.exp(jax.lax.stop_gradient(log_label)) > confidence)
+    ce = masked_mean(-log_label, confident)
+    loss = mean_entropy + diversity_term + ce_weight * ce
+    return ShotTerms(loss, mean_entropy, diversity_term, confident, ce)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShotMethod:
+    """SHOT as a :class:`rest_jax.methods.base.Method` (stateless)."""
+
+    name: str = "shot"
+
+    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
+        check_fraction(config, "shot_confidence")
+        check_nonnegative(config, "shot_ce_weight", "shot_diversity_eps")
+        return ()
+
+    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+        cfg = ctx.config
+
+        def loss_fn(params):
+            scores, logits = forward(ctx, params)
+            terms = shot_loss(
+                logits,
+                ctx.valid,
+                confidence=cfg.shot_confidence,
+                ce_weight=cfg.shot_ce_weight,
+                eps=cfg.shot_diversity_eps,
+            )
+            metrics = {
+                "entropy": terms.entropy,
+                "diversity": terms.diversity_term,
+                "ce": terms.ce,
+                "num_confident": count(terms.confident),
+            }
+            return terms.loss, (scores, method_state, metrics)
+
+        return gradient_update(ctx, adapted, opt_state, loss_fn)
