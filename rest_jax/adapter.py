@@ -4,9 +4,14 @@
                              source=(clean_inputs, clean_targets))
     state = adapter.init_state()
     for batch in stream:
-        state, out = adapter.step(state, batch)   # jitted, state donated
+        state, out = adapter.step(state, batch)   # checked on the host, then jitted
 
 Reset = ``adapter.init_state()`` (a fresh copy of the kept initial pytrees).
+
+Every batch is checked on the host before the jitted call (rest_jax/validation.py): its
+inputs against the input spec (given as ``input_spec=`` or recorded from the first batch;
+the first check also runs the encoder abstractly, ``jax.eval_shape``, to compare its feature
+dimension with the gallery's) and its mask.
 """
 
 from __future__ import annotations
@@ -23,10 +28,18 @@ import numpy as np
 from rest_jax import methods
 from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import contrastive_reference
+from rest_jax.guards import init_guard
 from rest_jax.masked import l2_normalize
 from rest_jax.selection import LAYERNORM_RULES, Rule, Selection, combine, partition, select
 from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
-from rest_jax.validation import check_gallery, check_source
+from rest_jax.validation import (
+    check_batch,
+    check_encoder_output,
+    check_gallery,
+    check_robustness_config,
+    check_source,
+    input_spec_of,
+)
 
 PyTree = Any
 log = logging.getLogger("rest_jax")
@@ -44,13 +57,18 @@ class Adapter:
       config: the run's configuration.
       selection: which parameters are adapted (logged at creation).
       constants: frozen params, gallery, initial state and source pairs.
-      step_fn: the jitted ``step(state, batch, constants)``; state is donated.
+      step_fn: the jitted ``step(state, batch, constants)``; state is donated. It does no
+        input check: call :meth:`step`, or :meth:`check` first.
+      apply_fn: the query encoder (for the abstract output check).
+      input_spec: the expected inputs (shape without the batch dim, dtype) once known.
     """
 
     config: AdaptConfig
     selection: Selection
     constants: StreamConstants
     step_fn: Callable[..., tuple[AdaptState, StepOutputs]]
+    apply_fn: Callable[[PyTree, Any], jax.Array] | None = None
+    _spec: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(
@@ -63,6 +81,7 @@ class Adapter:
         rules: Sequence[Rule] = LAYERNORM_RULES,
         source: tuple[Any, Any] | None = None,
         seed: int = 0,
+        input_spec: Any = None,
     ) -> Adapter:
         """Builds the adapter.
 
@@ -75,8 +94,15 @@ class Adapter:
           source: optional clean ``(inputs, gallery_embeddings)`` pairs for the decoupling
             reference (required when ``config.decoupling``).
           seed: seed of the PRNG key carried in the state.
+          input_spec: optional pytree of ``jax.ShapeDtypeStruct`` (one per input leaf, shape
+            WITHOUT the batch dimension); default: recorded from the first batch.
+
+        Raises:
+          ValueError / TypeError: unknown method, bad gallery or source, K larger than the
+            gallery, an encoder whose feature dimension differs from the gallery's.
         """
         methods.get(config.method)  # fails early on an unknown name
+        check_robustness_config(config)
         gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
         selection = select(params, rules)
         if not selection.paths:
@@ -100,22 +126,68 @@ class Adapter:
         initial = AdaptState(
             adapted=adapted,
             opt_state=optimizer.init(adapted),
-            method_state=method.init(config, dim=gallery.shape[1], dtype=gallery.dtype),
+            method_state=method.init(
+                config, dim=gallery.shape[1], dtype=gallery.dtype, num_gallery=gallery.shape[0]
+            ),
             batch_index=jnp.zeros((), jnp.int32),
             key=jax.random.PRNGKey(seed),
             num_rollbacks=jnp.zeros((), jnp.int32),
+            num_resets=jnp.zeros((), jnp.int32),
+            num_nonfinite_rows=jnp.zeros((), jnp.int32),
+            guard=init_guard(),
         )
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer), donate_argnums=0)
-        return cls(config, selection, constants, step_fn)
+        adapter = cls(config, selection, constants, step_fn, apply_fn)
+        if input_spec is not None:
+            adapter._set_spec(input_spec)
+        return adapter
+
+    @property
+    def input_spec(self) -> Any:
+        """The expected input spec (None until given or recorded from the first batch)."""
+        return self._spec.get("spec")
+
+    def _set_spec(self, spec: Any) -> None:
+        """Records ``spec`` after checking the encoder's output on it abstractly."""
+        probe = jax.tree.map(lambda s: jax.ShapeDtypeStruct((2, *s.shape), s.dtype), spec)
+        if self.apply_fn is not None:
+            try:
+                out = jax.eval_shape(self.apply_fn, self.params(self.constants.initial), probe)
+            except Exception as error:  # the encoder's own shape error, with our context
+                raise ValueError(
+                    f"the query encoder cannot take inputs of shape/dtype "
+                    f"{jax.tree.map(lambda s: (s.shape, str(s.dtype)), spec)} (per row): {error}"
+                ) from error
+            shape = getattr(out, "shape", None)
+            if shape is None:
+                raise ValueError(f"the query encoder must return one (B, d) array, got {out}")
+            check_encoder_output(shape, 2, self.constants.gallery.shape[1])
+        self._spec["spec"] = spec
+
+    def check(self, batch: dict, index: int | None = None) -> dict:
+        """Host-side checks of one batch (rest_jax/validation.py); returns ``{inputs, mask}``.
+
+        The first checked batch sets the input spec when none was given.
+        """
+        spec = self.input_spec
+        checked = check_batch(batch, spec, nonfinite=self.config.nonfinite_inputs, index=index)
+        if spec is None:
+            self._set_spec(input_spec_of(checked["inputs"]))
+        return checked
 
     def init_state(self) -> AdaptState:
         """A fresh copy of the initial state (safe to donate)."""
         return _copy(self.constants.initial)
 
-    def step(self, state: AdaptState, batch: dict) -> tuple[AdaptState, StepOutputs]:
-        """One batch: ``batch = {"inputs": (B, ...), "mask": (B,) bool}``."""
-        return self.step_fn(state, batch, self.constants)
+    def step(
+        self, state: AdaptState, batch: dict, *, index: int | None = None
+    ) -> tuple[AdaptState, StepOutputs]:
+        """One batch: ``batch = {"inputs": (B, ...), "mask": (B,) bool}``, checked first.
+
+        ``index`` (the batch's stream position) only labels error messages.
+        """
+        return self.step_fn(state, self.check(batch, index), self.constants)
 
     def params(self, state: AdaptState) -> PyTree:
         """The full parameter tree (adapted and frozen) of a state."""

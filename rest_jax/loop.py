@@ -2,52 +2,249 @@
 
 No host sync per step: each step's outputs start their device-to-host copy at once and are
 read only a few batches later, when the copy has long finished, so the device never waits.
+Every batch is checked on the host first (:meth:`rest_jax.adapter.Adapter.check`).
+
+Memory stays flat on long streams: the host keeps only what ``keep`` asks for (full score
+rows, top-k items, or per-batch metrics only), packed into numpy arrays every
+``COMPACT_EVERY`` batches.
+
+Crash-safe resume: with ``checkpoint_dir`` and ``checkpoint_every=n`` the loop writes, every
+n batches, the kept rows so far (rest_jax/checkpoint.py) and then the whole state with orbax.
+Calling :func:`run_stream` again with the same directory and the same (deterministic) stream
+resumes from the last checkpoint: it restores the state, reloads the rows, skips the batches
+already done and carries on. On CPU the result is bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rest_jax.adapter import Adapter
+from rest_jax.checkpoint import StreamCheckpointer
 from rest_jax.step import AdaptState
 
 KEEP = ("scores", "topk", "metrics")
+COMPACT_EVERY = 256
+CHECKPOINT_FORMAT = 1
+ROW_KEYS = ("query_ids", "answered", "scores", "topk_ids", "topk_scores")
+log = logging.getLogger("rest_jax")
 
 
 class StreamResult(NamedTuple):
     """What a stream produced, rows in stream order, padded rows dropped.
 
     Attributes:
-      query_ids: (Q,) the ``ids`` of the batches' valid rows (or their running position).
-      scores: (Q, N) scores when ``keep="scores"``, else None.
-      topk_ids, topk_scores: (Q, k) best gallery items when ``keep="topk"``, else None.
+      query_ids: (Q,) the ``ids`` of the batches' valid rows (or their running position);
+        None when ``keep="metrics"`` (nothing per query is kept).
+      scores: (Q, N) scores when ``keep="scores"``, else None. Rows of queries with
+        non-finite inputs are NaN (see ``answered``).
+      topk_ids, topk_scores: (Q, k) best gallery items when ``keep="topk"``, else None
+        (ids -1 and scores NaN for unanswered queries).
       metrics: name -> (num_batches, steps) array (per-step scalars of every batch).
       rolled_back: (num_batches,) bool, batches whose update was rejected.
       final_state: the state after the last batch.
+      reset: (num_batches,) bool, batches on which the collapse guard restored the source.
+      answered: (Q,) bool, false for queries with non-finite inputs; None for "metrics".
+      batch_metrics: name -> (num_batches,) per-batch scalars (``nonfinite_rows``,
+        ``distinct_top1``, ``collapse_ema``).
     """
 
-    query_ids: np.ndarray
+    query_ids: np.ndarray | None
     scores: np.ndarray | None
     topk_ids: np.ndarray | None
     topk_scores: np.ndarray | None
     metrics: dict[str, np.ndarray]
     rolled_back: np.ndarray
     final_state: AdaptState
+    reset: np.ndarray | None = None
+    answered: np.ndarray | None = None
+    batch_metrics: dict[str, np.ndarray] | None = None
 
 
 def _summarise(outputs, keep: str, top_k: int):
     """Device-side reduction of a step's outputs to what is kept."""
-    kept = {"metrics": outputs.metrics, "rolled_back": outputs.rolled_back}
+    kept = {
+        "metrics": outputs.metrics,
+        "rolled_back": outputs.rolled_back,
+        "reset": outputs.reset,
+        "batch_metrics": outputs.batch_metrics,
+    }
+    if keep != "metrics":
+        kept["answered"] = outputs.answered
     if keep == "scores":
         kept["scores"] = outputs.scores
     elif keep == "topk":
-        kept["topk_scores"], kept["topk_ids"] = jax.lax.top_k(outputs.scores, top_k)
+        answered = outputs.answered[:, None]
+        scores = jnp.where(answered, outputs.scores, -jnp.inf)
+        top_scores, top_ids = jax.lax.top_k(scores, top_k)
+        kept["topk_scores"] = jnp.where(answered, top_scores, jnp.nan)
+        kept["topk_ids"] = jnp.where(answered, top_ids, -1)
     return kept
+
+
+_summarise_jit = jax.jit(_summarise, static_argnums=(1, 2))
+
+
+def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {}
+    return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+
+
+def _num_batches(chunk: dict[str, np.ndarray]) -> int:
+    return len(chunk["rolled_back"]) if chunk else 0
+
+
+def _append_chunk(chunks: list[dict[str, np.ndarray]], chunk: dict[str, np.ndarray]) -> None:
+    """Appends, then merges trailing chunks while the older is not larger (a binary counter):
+    O(log n) chunks, each row copied O(log n) times, however long the stream."""
+    chunks.append(chunk)
+    while len(chunks) > 1 and _num_batches(chunks[-2]) <= _num_batches(chunks[-1]):
+        chunks[-2:] = [_concat(chunks[-2:])]
+
+
+class _Collector:
+    """Host-side rows of a stream, packed into numpy chunks (flat dicts of arrays).
+
+    Per-batch entries (``metrics:<name>``, ``batch:<name>``, ``rolled_back``, ``reset``) are
+    stacked along the batch axis; per-query entries (:data:`ROW_KEYS`) are concatenated
+    over the valid rows. ``saved`` holds the rows already written to a checkpoint,
+    ``unsaved`` and ``open`` the rest.
+    """
+
+    def __init__(self, keep: str):
+        self.keep = keep
+        self.open: list[dict[str, np.ndarray]] = []
+        self.unsaved: list[dict[str, np.ndarray]] = []
+        self.saved: list[dict[str, np.ndarray]] = []
+
+    def add(self, host: dict, ids: np.ndarray, mask: np.ndarray) -> None:
+        entry = {f"metrics:{k}": np.asarray(v) for k, v in host["metrics"].items()}
+        entry.update({f"batch:{k}": np.asarray(v) for k, v in host["batch_metrics"].items()})
+        entry["rolled_back"] = np.asarray(host["rolled_back"])
+        entry["reset"] = np.asarray(host["reset"])
+        if self.keep != "metrics":
+            entry["query_ids"] = ids[mask]
+            for name in ROW_KEYS[1:]:
+                if name in host:
+                    entry[name] = np.asarray(host[name])[mask]
+        self.open.append(entry)
+        if len(self.open) >= COMPACT_EVERY:
+            self.pack()
+
+    def pack(self) -> None:
+        """Moves the open per-batch entries into one unsaved chunk."""
+        if not self.open:
+            return
+        chunk = {}
+        for name in self.open[0]:
+            parts = [entry[name] for entry in self.open]
+            chunk[name] = np.concatenate(parts) if name in ROW_KEYS else np.stack(parts)
+        _append_chunk(self.unsaved, chunk)
+        self.open = []
+
+    def take_unsaved(self) -> dict[str, np.ndarray]:
+        """The rows not yet saved, as one chunk, now counted as saved."""
+        self.pack()
+        rows = _concat(self.unsaved)
+        self.unsaved = []
+        if rows:
+            _append_chunk(self.saved, rows)
+        return rows
+
+    def load_saved(self, chunk: dict[str, np.ndarray]) -> None:
+        _append_chunk(self.saved, chunk)
+
+    def merged(self) -> dict[str, np.ndarray]:
+        """Every row so far, concatenated."""
+        self.pack()
+        return _concat(self.saved + self.unsaved)
+
+    def num_batches(self) -> int:
+        chunks = self.saved + self.unsaved
+        return sum(_num_batches(c) for c in chunks) + len(self.open)
+
+
+def _result(collector: _Collector, final_state: AdaptState) -> StreamResult:
+    rows = collector.merged()
+    if not rows:
+        raise ValueError("the stream is empty (no batch)")
+
+    def prefixed(prefix):
+        return {k[len(prefix) :]: v for k, v in rows.items() if k.startswith(prefix)}
+
+    return StreamResult(
+        query_ids=rows.get("query_ids"),
+        scores=rows.get("scores"),
+        topk_ids=rows.get("topk_ids"),
+        topk_scores=rows.get("topk_scores"),
+        metrics=prefixed("metrics:"),
+        rolled_back=rows["rolled_back"],
+        final_state=final_state,
+        reset=rows["reset"],
+        answered=rows.get("answered"),
+        batch_metrics=prefixed("batch:"),
+    )
+
+
+def collect(rows: list[dict], keep: str, final_state: AdaptState) -> StreamResult:
+    """Concatenates per-batch host results (dicts as passed to ``on_batch``), dropping padding."""
+    collector = _Collector(keep)
+    for host in rows:
+        collector.add(host, np.asarray(host["ids"]), np.asarray(host["mask"], bool))
+    return _result(collector, final_state)
+
+
+def _log_events(index: int, host: dict) -> None:
+    if host["rolled_back"]:
+        log.warning("batch %d: update rejected (non-finite or no usable row); state kept", index)
+    if host["reset"]:
+        log.warning(
+            "batch %d: collapse guard restored the source state (distinct top-1 EMA %.3f)",
+            index,
+            float(host["batch_metrics"]["collapse_ema"]),
+        )
+    if host["batch_metrics"]["nonfinite_rows"]:
+        log.warning(
+            "batch %d: %d rows with non-finite inputs left unanswered",
+            index,
+            int(host["batch_metrics"]["nonfinite_rows"]),
+        )
+
+
+def _loop_fingerprint(adapter: Adapter, keep: str, top_k: int) -> dict:
+    """What must agree between a checkpoint and the run resuming from it."""
+    config = json.loads(json.dumps(adapter.config.to_dict(), default=str))
+    return {"keep": keep, "top_k": top_k if keep == "topk" else None, "config": config}
+
+
+def _check_resumable(saved: dict, expected: dict, directory) -> None:
+    if saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint in {directory} has an unknown format {saved.get('format')}")
+    for name in ("keep", "top_k"):
+        if saved[name] != expected[name]:
+            raise ValueError(
+                f"checkpoint in {directory} was written with {name}={saved[name]!r}; "
+                f"this run asks {name}={expected[name]!r}"
+            )
+    if saved["config"] != expected["config"]:
+        changed = sorted(
+            k
+            for k in set(saved["config"]) | set(expected["config"])
+            if saved["config"].get(k) != expected["config"].get(k)
+        )
+        raise ValueError(
+            f"checkpoint in {directory} was written with another config (fields {changed})"
+        )
 
 
 def run_stream(
@@ -59,74 +256,138 @@ def run_stream(
     top_k: int = 10,
     lag: int = 2,
     on_batch: Callable[[int, dict], None] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> StreamResult:
     """Runs the adapter over a stream.
 
     Args:
       adapter: a :class:`rest_jax.adapter.Adapter`.
       batches: dicts with ``"inputs"``, ``"mask"`` and optionally ``"ids"`` ((B,) int).
-      state: the starting state (default: a fresh ``adapter.init_state()``).
-      keep: ``"scores"`` (full rows), ``"topk"`` (best ``top_k`` items) or ``"metrics"``.
+      state: the starting state (default: a fresh ``adapter.init_state()``); ignored when
+        resuming from a checkpoint.
+      keep: ``"scores"`` (full rows), ``"topk"`` (best ``top_k`` items) or ``"metrics"``
+        (per-batch metrics only, for very long streams).
       top_k: how many items ``keep="topk"`` keeps.
       lag: how many batches a result waits on the device before it is read.
-      on_batch: called as ``on_batch(index, host_result)`` when a batch's result is read.
+      on_batch: called as ``on_batch(index, host_result)`` when a batch's result is read
+        (not for batches skipped on resume).
+      checkpoint_dir: where to checkpoint (and resume from); None = no checkpoints.
+      checkpoint_every: batches between checkpoints (a final one is written at the end).
 
     Returns:
       A :class:`StreamResult`.
+
+    Raises:
+      ValueError: bad ``keep``/``top_k``/``lag``/``checkpoint_every``, a bad batch (see
+        :mod:`rest_jax.validation`), an empty stream, a checkpoint written by another
+        config or ``keep``, or a stream shorter than the checkpoint's position.
     """
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
-    summarise = jax.jit(_summarise, static_argnums=(1, 2))
-    state = adapter.init_state() if state is None else state
-    pending: collections.deque = collections.deque()
-    rows: list[dict] = []
-    position = 0
+    gallery_size = adapter.constants.gallery.shape[0]
+    if keep == "topk" and not 1 <= top_k <= gallery_size:
+        raise ValueError(f"top_k must be in 1..{gallery_size} (the gallery size), got {top_k}")
+    if lag < 0:
+        raise ValueError(f"lag must be >= 0, got {lag}")
+    if checkpoint_dir is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
 
-    def drain(limit: int):
-        while len(pending) > limit:
-            index, ids, mask, device_result = pending.popleft()
-            host = jax.device_get(device_result)
-            host["ids"], host["mask"] = ids, mask
-            rows.append(host)
-            if on_batch is not None:
-                on_batch(index, host)
+    collector = _Collector(keep)
+    checkpointer = StreamCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _loop_fingerprint(adapter, keep, top_k)
+    done = position = 0
+    try:
+        if checkpointer is not None and checkpointer.latest() is not None:
+            state, saved = checkpointer.restore(adapter.constants.initial)
+            _check_resumable(saved, fingerprint, checkpointer.directory)
+            done, position = saved["batches_done"], saved["position"]
+            for chunk in _saved_rows(checkpointer, done):
+                collector.load_saved(chunk)
+            log.info("resuming from %s after %d batches", checkpointer.directory, done)
+        state = adapter.init_state() if state is None else state
+        pending: collections.deque = collections.deque()
 
-    for index, batch in enumerate(batches):
-        mask = np.asarray(batch["mask"], bool)
-        if not mask.any():
-            raise ValueError(f"batch {index}: the mask marks no valid row")
-        ids = batch.get("ids")
-        if ids is None:
-            ids = np.arange(position, position + mask.shape[0])
-        position += int(mask.sum())
-        state, outputs = adapter.step(state, {"inputs": batch["inputs"], "mask": mask})
-        device_result = summarise(outputs, keep, top_k)
-        for leaf in jax.tree.leaves(device_result):
-            leaf.copy_to_host_async()
-        pending.append((index, np.asarray(ids), mask, device_result))
-        drain(lag)
-    drain(0)
-    if not rows:
-        raise ValueError("the stream is empty (no batch)")
-    return collect(rows, keep, state)
+        def drain(limit: int):
+            nonlocal position
+            while len(pending) > limit:
+                index, ids, mask, device_result = pending.popleft()
+                host = jax.device_get(device_result)
+                mask = np.asarray(mask, bool)
+                if ids is None:
+                    ids = np.arange(position, position + mask.shape[0])
+                position += int(mask.sum())
+                host["ids"], host["mask"] = np.asarray(ids), mask
+                _log_events(index, host)
+                collector.add(host, host["ids"], mask)
+                if on_batch is not None:
+                    on_batch(index, host)
+
+        def save(batches_done: int):
+            drain(0)
+            rows = collector.take_unsaved()
+            if rows:
+                checkpointer.write_rows(batches_done - _num_batches(rows), rows)
+            loop = {
+                "format": CHECKPOINT_FORMAT,
+                "batches_done": batches_done,
+                "position": position,
+                **fingerprint,
+            }
+            checkpointer.save(batches_done, state, loop)
+
+        iterator = iter(batches)
+        end = object()
+        for skipped in range(done):
+            if next(iterator, end) is end:
+                raise ValueError(
+                    f"the stream ended after {skipped} batches, before the checkpoint's "
+                    f"position ({done} batches)"
+                )
+        for index, batch in enumerate(iterator, start=done):
+            checked = adapter.check(batch, index)
+            ids = batch.get("ids")
+            state, outputs = adapter.step_fn(state, checked, adapter.constants)
+            device_result = _summarise_jit(outputs, keep, top_k)
+            for leaf in jax.tree.leaves(device_result):
+                leaf.copy_to_host_async()
+            pending.append((index, ids, checked["mask"], device_result))
+            drain(lag)
+            if checkpointer is not None and (index + 1) % checkpoint_every == 0:
+                save(index + 1)
+        drain(0)
+        total = collector.num_batches()
+        if checkpointer is not None and total and checkpointer.latest() != total:
+            save(total)
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
+    return _result(collector, state)
 
 
-def collect(rows: list[dict], keep: str, final_state: AdaptState) -> StreamResult:
-    """Concatenates per-batch host results, dropping padded rows."""
+def _saved_rows(checkpointer: StreamCheckpointer, done: int):
+    """The row files of the first ``done`` batches, checked to tile them exactly.
 
-    def valid_rows(name):
-        return np.concatenate([r[name][r["mask"]] for r in rows])
-
-    metrics = {k: np.stack([r["metrics"][k] for r in rows]) for k in rows[0]["metrics"]}
-    return StreamResult(
-        query_ids=valid_rows("ids"),
-        scores=valid_rows("scores") if keep == "scores" else None,
-        topk_ids=valid_rows("topk_ids") if keep == "topk" else None,
-        topk_scores=valid_rows("topk_scores") if keep == "topk" else None,
-        metrics=metrics,
-        rolled_back=np.array([r["rolled_back"] for r in rows]),
-        final_state=final_state,
-    )
+    A file starting at or after ``done`` is an orphan of a crash between writing rows and
+    committing their checkpoint: it is ignored (and overwritten when the run gets there).
+    """
+    expected = 0
+    for first, name in checkpointer.row_files():
+        if first >= done:
+            break
+        chunk = checkpointer.read_rows(name)
+        if first != expected:
+            raise ValueError(
+                f"checkpoint rows in {checkpointer.rows_dir} do not tile the stream: "
+                f"{name} starts at batch {first}, expected {expected}"
+            )
+        expected += _num_batches(chunk)
+        yield chunk
+    if expected != done:
+        raise ValueError(
+            f"checkpoint rows in {checkpointer.rows_dir} cover {expected} batches; the "
+            f"checkpoint is at {done}"
+        )
 
 
 def batches_from_array(inputs: Any, batch_size: int, order: np.ndarray | None = None):

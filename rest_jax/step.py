@@ -6,8 +6,22 @@ its update), the state carried to the next batch. Shapes are static along the st
 last batch is padded and carries a mask), so the jitted step compiles once. Frozen params,
 the gallery and the initial state travel in :class:`StreamConstants`, never donated.
 
-A batch that would leave the state non-finite (a NaN batch, say) is rolled back: the state
-stays as it was, the batch is answered by the previous model, and ``rolled_back`` says so.
+Robustness, all inside the jitted step (no host sync), in this order:
+
+1. Non-finite input rows (``config.nonfinite_inputs`` "mask" or "raise"): swapped for a finite
+   row and masked out like padding (rest_jax/guards.py); answered with a NaN score row.
+   Finite rows are untouched, bit for bit. Under any policy such rows are counted in
+   ``num_nonfinite_rows``.
+2. Rollback: a batch with no usable row, a degenerate batch (all valid rows identical,
+   ``config.skip_degenerate_batches``) or, with ``config.rollback_nonfinite``, a batch that
+   would leave the state or its scores non-finite leaves the state exactly as it was (batch
+   counter and key included, so later batches see no trace of it); the batch is answered by
+   the previous model; ``rolled_back`` says so and ``num_rollbacks`` counts it.
+3. Collapse guard (``config.collapse_guard``, off in the presets): when the EMA of the
+   distinct top-1 fraction says the model collapsed, the adapted params, optimiser state,
+   method state and batch counter return to the source state (so a bank refills as at the
+   start); the batch is answered by the source model;
+   ``reset`` says so and ``num_resets`` counts it.
 """
 
 from __future__ import annotations
@@ -22,6 +36,14 @@ import optax
 from rest_jax import methods
 from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import GradientDecouplingState, contrastive_reference, gradient_decoupling
+from rest_jax.guards import (
+    GuardState,
+    distinct_top1_fraction,
+    finite_rows,
+    identical_rows,
+    mask_nonfinite_rows,
+    update_guard,
+)
 from rest_jax.masked import l2_normalize
 from rest_jax.methods.base import StepContext
 from rest_jax.selection import combine
@@ -37,9 +59,14 @@ class AdaptState(NamedTuple):
       adapted: the adapted parameters (a pytree with ``None`` where params are frozen).
       opt_state: the optimiser state (over the adapted parameters only).
       method_state: the method's own state (TCR/REST: the anchor bank).
-      batch_index: int32, number of batches processed.
+      batch_index: int32, batches adapted on since the start or the last collapse reset
+        (rejected batches do not count).
       key: PRNG key (raw uint32 data, checkpointable).
-      num_rollbacks: int32, batches whose update was rejected as non-finite.
+      num_rollbacks: int32, batches whose update was rejected (non-finite, degenerate, or no
+        usable row).
+      num_resets: int32, collapse-guard resets to the source state.
+      num_nonfinite_rows: int32, valid query rows with non-finite inputs (left unanswered).
+      guard: the collapse guard's :class:`rest_jax.guards.GuardState`.
     """
 
     adapted: PyTree
@@ -48,6 +75,9 @@ class AdaptState(NamedTuple):
     batch_index: jax.Array
     key: jax.Array
     num_rollbacks: jax.Array
+    num_resets: jax.Array
+    num_nonfinite_rows: jax.Array
+    guard: GuardState
 
 
 class StreamConstants(NamedTuple):
@@ -72,14 +102,25 @@ class StepOutputs(NamedTuple):
     """What a step returns besides the new state.
 
     Attributes:
-      scores: (B, N) scores of the batch (rows of padded queries are meaningless).
+      scores: (B, N) scores of the batch (rows of padded queries are meaningless; rows of
+        valid queries with non-finite inputs are NaN).
       metrics: dict of (steps,) arrays, one entry per optimisation step.
-      rolled_back: bool scalar, the update was rejected as non-finite.
+      rolled_back: bool scalar, the update was rejected (non-finite, degenerate, or no
+        usable row).
+      reset: bool scalar, the collapse guard restored the source state on this batch.
+      answered: (B,) bool, valid rows with finite inputs (their scores are meaningful).
+      batch_metrics: dict of scalars, one value per batch: ``nonfinite_rows`` (valid rows with
+        non-finite inputs), ``distinct_top1`` (fraction of distinct top-1 items among the
+        answered rows), ``collapse_ema`` (the guard's EMA) and ``degenerate`` (all valid
+        rows identical).
     """
 
     scores: jax.Array
     metrics: dict[str, jax.Array]
     rolled_back: jax.Array
+    reset: jax.Array = False
+    answered: jax.Array | None = None
+    batch_metrics: dict[str, jax.Array] | None = None
 
 
 def make_optimizer(
@@ -166,7 +207,14 @@ def make_step(
 
     def step(state: AdaptState, batch: dict, constants: StreamConstants):
         encode = make_encode(apply_fn, constants.frozen)
-        valid = jnp.asarray(batch["mask"], bool)
+        mask = jnp.asarray(batch["mask"], bool)
+        inputs = batch["inputs"]
+        finite = finite_rows(inputs)
+        if config.nonfinite_inputs == "rollback":
+            valid = mask
+        else:
+            inputs, valid, finite = mask_nonfinite_rows(inputs, mask)
+        answered = mask & finite
         start = state
         if config.episodic:
             start = state._replace(
@@ -180,7 +228,7 @@ def make_step(
         key, batch_key = jax.random.split(start.key)
         ctx = StepContext(
             encode=encode,
-            inputs=batch["inputs"],
+            inputs=inputs,
             valid=valid,
             gallery=constants.gallery,
             batch_index=start.batch_index,
@@ -209,24 +257,65 @@ def make_step(
             (start.adapted, opt_state, start.method_state, scores0),
             jnp.arange(config.steps),
         )
-        candidate = AdaptState(
-            adapted, opt_state, mstate, start.batch_index + 1, key, start.num_rollbacks
+        new_state = start._replace(
+            adapted=adapted,
+            opt_state=opt_state,
+            method_state=mstate,
+            batch_index=start.batch_index + 1,
+            key=key,
         )
-        if not config.rollback_nonfinite:
-            return candidate, StepOutputs(scores, metrics, jnp.zeros((), bool))
 
-        ok = all_finite((adapted, opt_state, mstate)) & all_finite(scores)
-        kept = state._replace(batch_index=state.batch_index + 1, key=key)
-        new_state = tree_select(ok, candidate, kept)
+        def answer(adapted):
+            return (encode(adapted, inputs) @ constants.gallery.T).astype(score_dtype)
+
+        # Reject the update (state exactly as it was, counted) when no row is usable, the
+        # batch is degenerate, or the state or the scores would become non-finite.
+        ok = jnp.any(valid)
+        degenerate = jnp.zeros((), bool)
+        if config.skip_degenerate_batches:
+            degenerate = identical_rows(inputs, valid)
+            ok = ok & ~degenerate
+        if config.rollback_nonfinite:
+            ok = ok & all_finite((adapted, opt_state, mstate)) & all_finite(scores)
+        new_state = tree_select(ok, new_state, state)
         new_state = new_state._replace(num_rollbacks=state.num_rollbacks + (~ok).astype(jnp.int32))
-        scores = jax.lax.cond(
-            ok,
-            lambda: scores,
-            lambda: (encode(state.adapted, batch["inputs"]) @ constants.gallery.T).astype(
-                scores.dtype
-            ),
+        scores = jax.lax.cond(ok, lambda: scores, lambda: answer(state.adapted))
+
+        distinct = distinct_top1_fraction(scores, answered)
+        reset = jnp.zeros((), bool)
+        if config.collapse_guard:
+            guard, reset = update_guard(
+                new_state.guard,
+                distinct,
+                ok & jnp.any(answered),
+                min_distinct=config.collapse_min_distinct,
+                decay=config.collapse_ema_decay,
+                warmup=config.collapse_warmup,
+            )
+            initial = constants.initial
+            restored = new_state._replace(
+                adapted=initial.adapted,
+                opt_state=initial.opt_state,
+                method_state=initial.method_state,
+                batch_index=initial.batch_index,
+            )
+            new_state = tree_select(reset, restored, new_state)._replace(
+                guard=guard, num_resets=new_state.num_resets + reset.astype(jnp.int32)
+            )
+            scores = jax.lax.cond(reset, lambda: answer(initial.adapted), lambda: scores)
+
+        nonfinite_rows = jnp.sum(mask & ~finite).astype(jnp.int32)
+        new_state = new_state._replace(
+            num_nonfinite_rows=new_state.num_nonfinite_rows + nonfinite_rows
         )
-        return new_state, StepOutputs(scores, metrics, ~ok)
+        scores = jnp.where((mask & ~finite)[:, None], jnp.nan, scores).astype(score_dtype)
+        batch_metrics = {
+            "nonfinite_rows": nonfinite_rows,
+            "degenerate": degenerate,
+            "distinct_top1": distinct,
+            "collapse_ema": new_state.guard.ema,
+        }
+        return new_state, StepOutputs(scores, metrics, ~ok, reset, answered, batch_metrics)
 
     return step
 
