@@ -8,6 +8,7 @@ gallery index ranks first. The position of item j for query i is
 
 Recall@K = 100 * mean_i [min_k pos_i(rel_k) < K];
 mAP = 100 * mean_i mean_k k / (pos_(k) + 1) over the sorted positions of i's relevant items.
+A query whose score row is not finite (left unanswered) counts as a miss at every K.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def relevant_positions(scores: np.ndarray, relevant: np.ndarray, chunk: int = 10
         s_rel = np.take_along_axis(s, ids, axis=1)[:, :, None]  # (q, R, 1)
         higher = (s[:, None, :] > s_rel).sum(-1)
         tied_before = ((s[:, None, :] == s_rel) & (index[None, None, :] < ids[:, :, None])).sum(-1)
-        out[start : start + chunk] = np.where(rel >= 0, higher + tied_before, -1)
+        pos = higher + tied_before
+        # A query left unanswered (a non-finite score row) ranks nothing: every item misses.
+        unanswered = ~np.all(np.isfinite(s), axis=1)
+        pos = np.where(unanswered[:, None], np.iinfo(np.int32).max, pos)
+        out[start : start + chunk] = np.where(rel >= 0, pos, -1)
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_topk, topk

@@ -148,3 +148,10 @@ def test_p7_adamw_matches_torch(parity, x64):
         updates, state = optimizer.update(jnp.array(grads), state, params)
         params = optax.apply_updates(params, updates)
         close(params, expected)
+
+
+def test_unanswered_query_counts_as_a_miss():
+    scores = np.array([[0.9, 0.1], [np.nan, np.nan]])
+    relevant = np.array([[0], [0]])
+    result = retrieval_metrics(scores, relevant)
+    assert result["r1"] == 50.0 and result["r10"] == 50.0
