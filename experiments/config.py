@@ -36,6 +36,7 @@ class StudyConfig:
     split: str = "test"  # "validation" to tune (SynthWorld only)
 
     # Source model of the synthetic world.
+    world_train_images: int = 10_000
     source_steps: int = 1200
     source_width: int = 64
     source_layers: int = 2

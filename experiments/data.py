@@ -67,7 +67,7 @@ def source_model_dir(cfg: StudyConfig, world: WorldConfig, model_cfg) -> pathlib
 
 
 def synthworld(cfg: StudyConfig) -> StudyData:
-    world = WorldConfig(image_size=cfg.image_size or 32)
+    world = WorldConfig(image_size=cfg.image_size or 32, n_train=cfg.world_train_images)
     tokenizer = WorldTokenizer.build()
     model_cfg = training.SourceModelConfig(
         steps=cfg.source_steps, width=cfg.source_width, layers=cfg.source_layers, seed=cfg.seed
@@ -150,7 +150,9 @@ def real(cfg: StudyConfig) -> StudyData:
         data_dir=str(pathlib.Path(cfg.cache_dir).absolute() / "tfds"),
     )
     common.prepare(builder, manual_dir=cfg.data_dir)
-    tokenizer = load_tokenizer(cfg.checkpoint)
+    tokenizer = load_tokenizer(
+        cfg.checkpoint, context_length=clip_config.text.max_position_embeddings
+    )
     model = ClipModel(clip_config)
     towers = study.Towers(
         image_inputs=lambda images: np.asarray(preprocess_images(images, info)),

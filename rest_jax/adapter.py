@@ -49,6 +49,18 @@ def _copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
+def _row_sharding(mesh, rows: int, what: str):
+    """Splits the leading axis over the mesh's (single) axis; the rows must divide evenly."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    (axis,) = mesh.axis_names
+    if rows % mesh.shape[axis]:
+        raise ValueError(
+            f"the {what} size {rows} is not a multiple of the {mesh.shape[axis]} mesh devices"
+        )
+    return NamedSharding(mesh, PartitionSpec(axis))
+
+
 @dataclasses.dataclass(frozen=True)
 class Adapter:
     """A configured online adapter (see module docstring).
@@ -68,6 +80,7 @@ class Adapter:
     constants: StreamConstants
     step_fn: Callable[..., tuple[AdaptState, StepOutputs]]
     apply_fn: Callable[[PyTree, Any], jax.Array] | None = None
+    mesh: Any = None
     _spec: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -82,6 +95,7 @@ class Adapter:
         source: tuple[Any, Any] | None = None,
         seed: int = 0,
         input_spec: Any = None,
+        mesh: Any = None,
     ) -> Adapter:
         """Builds the adapter.
 
@@ -96,6 +110,9 @@ class Adapter:
           seed: seed of the PRNG key carried in the state.
           input_spec: optional pytree of ``jax.ShapeDtypeStruct`` (one per input leaf, shape
             WITHOUT the batch dimension); default: recorded from the first batch.
+          mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``rest_jax.retrieval.gallery_mesh()``):
+            the gallery is split along N over its axis and each batch along B (data parallel);
+            the same jitted step runs on 1 device or many, XLA inserting the collectives.
 
         Raises:
           ValueError / TypeError: unknown method, bad gallery or source, K larger than the
@@ -104,6 +121,8 @@ class Adapter:
         methods.get(config.method)  # fails early on an unknown name
         check_robustness_config(config)
         gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
+        if mesh is not None:
+            gallery = jax.device_put(gallery, _row_sharding(mesh, gallery.shape[0], "gallery"))
         selection = select(params, rules)
         if not selection.paths:
             raise ValueError("the parameter rules select no parameter to adapt")
@@ -138,7 +157,7 @@ class Adapter:
         )
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer), donate_argnums=0)
-        adapter = cls(config, selection, constants, step_fn, apply_fn)
+        adapter = cls(config, selection, constants, step_fn, apply_fn, mesh)
         if input_spec is not None:
             adapter._set_spec(input_spec)
         return adapter
@@ -187,7 +206,11 @@ class Adapter:
 
         ``index`` (the batch's stream position) only labels error messages.
         """
-        return self.step_fn(state, self.check(batch, index), self.constants)
+        batch = self.check(batch, index)
+        if self.mesh is not None:
+            rows = batch["mask"].shape[0]
+            batch = jax.device_put(batch, _row_sharding(self.mesh, rows, "batch"))
+        return self.step_fn(state, batch, self.constants)
 
     def params(self, state: AdaptState) -> PyTree:
         """The full parameter tree (adapted and frozen) of a state."""

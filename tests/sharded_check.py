@@ -1,16 +1,22 @@
-"""Run with 8 simulated devices: sharded top-K, refinement and a rest step vs one device."""
+"""Run with 8 simulated devices: sharded top-K, refinement and a rest stream vs one device."""
 
 from __future__ import annotations
 
+import sys
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_topk, topk
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from toy import toy_apply, toy_problem  # noqa: E402
+
+from rest_jax import Adapter, batches_from_array, preset, run_stream  # noqa: E402
+from rest_jax.refinement import refine  # noqa: E402
+from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_topk, topk  # noqa: E402
 
 
-def main():
-    print(f"devices={jax.device_count()}")
-    mesh = gallery_mesh()
+def check_topk(mesh):
     key = jax.random.PRNGKey(0)
     q = jax.random.normal(key, (16, 8))
     g = jax.random.normal(jax.random.fold_in(key, 1), (203, 8))  # not a multiple of 8
@@ -24,6 +30,49 @@ def main():
         np.testing.assert_allclose(np.asarray(v0), np.asarray(v1), rtol=1e-6)
     v2, i2 = topk(q, g, 6, chunk_size=50)
     np.testing.assert_array_equal(np.asarray(i0), np.asarray(i2))
+
+
+def check_refinement(mesh):
+    key = jax.random.PRNGKey(1)
+    q = jax.random.normal(key, (16, 8))
+    q = q / jnp.linalg.norm(q, axis=1, keepdims=True)
+    g = jax.random.normal(jax.random.fold_in(key, 1), (64, 8))
+    g = g / jnp.linalg.norm(g, axis=1, keepdims=True)
+    valid = jnp.arange(16) < 13
+
+    def run(q, g):
+        r = refine(q, q @ g.T, g, valid, num_candidates=3, dedup=True, tau=0.05)
+        return r.logits, r.column_mask, r.candidate_ids
+
+    single = jax.jit(run)(q, g)
+    sharded = jax.jit(run)(q, shard_gallery(g, mesh))
+    for a, b in zip(single, sharded):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+
+def check_rest_stream(mesh):
+    params, gallery, queries, clean = toy_problem(seed=3, n_gallery=32, n_queries=40)
+    config = preset("rest", num_candidates=2, learning_rate=1e-2)
+    results = []
+    for m in (None, mesh):
+        adapter = Adapter.create(
+            toy_apply, params, gallery, config=config, rules=[(r"^ln/", True)],
+            source=(clean[:16], gallery[:16]), mesh=m,
+        )  # fmt: skip
+        results.append(run_stream(adapter, batches_from_array(queries, 16)))
+    single, sharded = results
+    np.testing.assert_allclose(single.scores, sharded.scores, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(single.final_state), jax.tree.leaves(sharded.final_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) >= 1
+
+
+def main():
+    print(f"devices={jax.device_count()}")
+    mesh = gallery_mesh()
+    check_topk(mesh)
+    check_refinement(mesh)
+    check_rest_stream(mesh)
     print("ALL OK")
 
 

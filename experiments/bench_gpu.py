@@ -1,0 +1,891 @@
+"""Throughput of rest_jax's jitted adaptation step against an eager PyTorch TCR step.
+
+    python -m experiments.bench_gpu --preset vit-b16 --out OUT_DIR     # GPU (see gpu_check.sh)
+    python -m experiments.bench_gpu --preset small --out OUT_DIR       # a few minutes on CPU
+
+For each row of the grid (query modality x batch size B x gallery size N x method x
+precision), in priority order (gallery, then modality, then batch size; see ``plan``):
+
+- rest_jax: the query tower of a random CLIP (no download; ``--preset vit-b16`` has the real
+  ViT-B/16 and text tower shapes) adapts online against a random L2-normalised (N, 512)
+  gallery with ``Adapter.create(...)``; its jitted step is compiled ahead of time
+  (``step_fn.lower(...).compile()``: ``compile_s``), run once (``first_call_s`` = compile
+  plus that first run), once more to estimate the per-batch time, then ``batches`` times
+  with a single ``block_until_ready`` at the end: queries/s = B * batches / time. Host-side
+  input checks (``Adapter.check``) are outside the timing; inputs already sit on the device.
+- torch (when torch and transformers are installed): the eager TCR step of
+  ``experiments/torch_reference.py`` on Hugging Face ``CLIP*ModelWithProjection`` towers with
+  random init, the same shapes, on the same device, timed the same way (synchronised at the
+  end). Precisions: fp32, tf32, bf16 autocast on GPU; fp32 on CPU.
+
+Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", i.e. no
+TF32), ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with
+``dtype=jnp.bfloat16``: bfloat16 matmuls, float32 LayerNorm, residual stream and losses).
+
+Peak memory: rest_jax rows report the executable's own footprint from XLA
+(``step_mib``: ``compiled.memory_analysis()``) and the process peak so far (``peak_mib``:
+``peak_bytes_in_use`` of the device, or max RSS on CPU; it only grows along a run); torch
+rows report ``torch.cuda.max_memory_allocated`` (reset per row), or max RSS on CPU.
+
+Every row is guarded by time: the timed loop stops early at ``--row-budget-s`` and a row is
+skipped (status ``skipped``) once the invocation's ``--budget-s`` is spent or when a
+similar row took longer than what is left. Results are appended to ``OUT/bench.json`` after
+every row (several invocations may share one OUT) and the whole table, with the ratios, is
+rewritten to ``OUT/bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MIB = 2**20
+JAX_PRECISIONS = ("fp32", "tf32", "bf16")
+TORCH_PRECISIONS = ("fp32", "tf32", "bf16")
+# Methods and ablation variants: name -> (preset, overrides).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "source": ("source", {}),
+    "tent": ("tent", {}),
+    "tcr": ("tcr", {}),
+    "rest": ("rest", {}),
+    "rest-nocon": ("rest", {"consistency_weight": 0.0}),
+    "rest-nodecouple": ("rest", {"decoupling": False}),
+    "rest-k1": ("rest", {"num_candidates": 1, "dedup": False}),
+    "rest-k1-nocon": ("rest", {"num_candidates": 1, "dedup": False, "consistency_weight": 0.0}),
+}
+PRESET_DEFAULTS = {
+    "vit-b16": dict(batch_sizes="64,256", galleries="25000,1000000", source_pairs=32),
+    "small": dict(batch_sizes="64,256", galleries="25000,1000000", source_pairs=16),
+}
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One measurement: who runs what on which shapes."""
+
+    framework: str  # "jax" or "torch"
+    modality: str  # query modality: "image" or "text"
+    batch_size: int
+    gallery_size: int
+    method: str
+    precision: str
+
+    @property
+    def group(self) -> tuple:
+        return (self.framework, self.modality, self.batch_size, self.gallery_size)
+
+
+def parse_list(text: str, cast: Callable = str) -> list:
+    return [cast(x) for x in text.split(",") if x.strip()]
+
+
+def plan(args) -> list[Row]:
+    """The rows of one framework in priority order: gallery size, then modality, then batch
+    size; inside, rest_jax rows are precision-major with the methods in the order given."""
+    rows = []
+    for n in args.galleries:
+        for modality in args.modalities:
+            for b in args.batch_sizes:
+                if args.framework == "torch":
+                    rows += [Row("torch", modality, b, n, "tcr", p) for p in args.torch_precisions]
+                    continue
+                for precision in args.precisions:
+                    rows += [
+                        Row("jax", modality, b, n, m, precision)
+                        for m in args.methods
+                        if precision != "tf32" or m in args.tf32_methods
+                    ]
+    return rows
+
+
+def clip_config(preset: str):
+    """The model shapes of a preset."""
+    from rest_jax.models import ClipConfig, TextConfig, VisionConfig, vit_b16
+
+    if preset == "vit-b16":
+        return vit_b16()
+    if preset == "small":
+        width = 64
+        return ClipConfig(
+            vision=VisionConfig(
+                image_size=32,
+                patch_size=8,
+                hidden_size=width,
+                intermediate_size=4 * width,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+            ),
+            text=TextConfig(
+                vocab_size=1000,
+                max_position_embeddings=16,
+                hidden_size=width,
+                intermediate_size=4 * width,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                bos_token_id=998,
+                eos_token_id=999,
+                pad_token_id=0,
+            ),
+            projection_dim=width,
+        )
+    raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESET_DEFAULTS)}")
+
+
+def random_token_ids(cfg, batch_size: int, seed: int) -> np.ndarray:
+    """(B, L) int32 ids: BOS, random tokens, an EOS at a random position in the second half."""
+    rng = np.random.default_rng(seed)
+    length = cfg.text.max_position_embeddings
+    ids = rng.integers(1, cfg.text.vocab_size - 2, size=(batch_size, length))
+    ids[:, 0] = cfg.text.bos_token_id
+    ids[np.arange(batch_size), rng.integers(length // 2, length, size=batch_size)] = (
+        cfg.text.eos_token_id
+    )
+    return ids.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+class Budget:
+    """Wall-clock budget of one invocation, with the last cost seen per row group."""
+
+    def __init__(self, total_s: float, row_s: float):
+        self.start = time.perf_counter()
+        self.total_s = total_s
+        self.row_s = row_s
+        self.cost: dict[tuple, float] = {}
+
+    def left(self) -> float:
+        return self.total_s - (time.perf_counter() - self.start)
+
+    def why_skip(self, row: Row) -> str | None:
+        left = self.left()
+        if left <= 0:
+            return "skipped: invocation budget spent"
+        expected = self.cost.get(row.group)
+        if expected is not None and expected > left:
+            return f"skipped: a similar row took {expected:.0f} s, {left:.0f} s left"
+        return None
+
+
+def timed_batches(
+    estimate_s: float, wanted: int, row_s: float, spent_s: float, repeats: int = 1
+) -> int:
+    """How many timed batches (per repeat) fit in what is left of the row budget (>= 1)."""
+    room = max(row_s - spent_s, 0.0) / repeats
+    return int(max(1, min(wanted, room // max(estimate_s, 1e-6))))
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def max_rss_bytes() -> int:
+    """Peak resident memory of this process (bytes)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def jax_peak_bytes() -> tuple[int, str]:
+    """Device ``peak_bytes_in_use`` when the backend reports it, else max RSS."""
+    import jax
+
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "device peak_bytes_in_use (process)"
+    return max_rss_bytes(), "max RSS (process)"
+
+
+def executable_bytes(compiled) -> int | None:
+    """The step executable's footprint from XLA's memory analysis (None if unavailable)."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # backends without memory analysis
+        return None
+    if m is None:
+        return None
+    peak = getattr(m, "peak_memory_in_bytes", 0) or 0
+    if peak > 0:
+        return int(peak)
+    return int(
+        m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        + m.temp_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+# ----------------------------------------------------------------------------- rest_jax rows
+
+
+class JaxBench:
+    """Builds and caches what the rest_jax rows share (tower params, galleries, inputs)."""
+
+    def __init__(self, args):
+        import jax
+
+        self.jax = jax
+        self.args = args
+        self.cfg = clip_config(args.preset)
+        self._params: dict[str, Any] = {}
+        self._galleries: dict[int, Any] = {}
+        self._inputs: dict[tuple, list] = {}
+
+    def tower(self, modality: str):
+        from rest_jax.models import TextTower, VisionTower
+
+        jax, jnp = self.jax, self.jax.numpy
+        if modality not in self._params:
+            cfg = self.cfg
+            if modality == "image":
+                module = VisionTower(cfg.vision, cfg.projection_dim)
+                size = cfg.vision.image_size
+                dummy = jnp.zeros((1, size, size, cfg.vision.num_channels), jnp.float32)
+            else:
+                module = TextTower(cfg.text, cfg.projection_dim)
+                dummy = jnp.zeros((1, cfg.text.max_position_embeddings), jnp.int32)
+            params = jax.jit(module.init)(jax.random.PRNGKey(0), dummy)["params"]
+            self._params[modality] = jax.block_until_ready(params)
+        return self._params[modality]
+
+    def gallery(self, n: int):
+        jax = self.jax
+        if n not in self._galleries:
+            self._galleries.clear()  # one large gallery at a time
+
+            @jax.jit
+            def make(key):
+                g = jax.random.normal(key, (n, self.cfg.projection_dim), jax.numpy.float32)
+                return g / jax.numpy.linalg.norm(g, axis=1, keepdims=True)
+
+            self._galleries[n] = jax.block_until_ready(make(jax.random.PRNGKey(1)))
+        return self._galleries[n]
+
+    def inputs(self, modality: str, batch_size: int) -> list:
+        """``args.distinct_batches`` device-resident batches of queries."""
+        jax = self.jax
+        key = (modality, batch_size)
+        if key not in self._inputs:
+            self._inputs.clear()
+            cfg, batches = self.cfg, []
+            for i in range(self.args.distinct_batches):
+                if modality == "image":
+                    size = cfg.vision.image_size
+                    shape = (batch_size, size, size, cfg.vision.num_channels)
+                    x = jax.random.normal(jax.random.PRNGKey(100 + i), shape, jax.numpy.float32)
+                else:
+                    x = jax.numpy.asarray(random_token_ids(cfg, batch_size, 100 + i))
+                batches.append(jax.block_until_ready(x))
+            self._inputs[key] = batches
+        return self._inputs[key]
+
+    def config(self, row: Row):
+        import rest_jax
+
+        preset, overrides = VARIANTS[row.method]
+        overrides = dict(overrides)
+        overrides.update(large_gallery_overrides(row.gallery_size, self.args))
+        return rest_jax.preset(preset, **overrides), overrides
+
+    def run(self, row: Row, budget: Budget) -> dict:
+        import rest_jax
+        from rest_jax.models import (
+            CLIP_IMAGE_ADAPT_RULES,
+            CLIP_TEXT_ADAPT_RULES,
+            image_encoder,
+            text_encoder,
+        )
+
+        jax, jnp = self.jax, self.jax.numpy
+        row_start = time.perf_counter()
+        dtype = jnp.bfloat16 if row.precision == "bf16" else jnp.float32
+        if row.modality == "image":
+            encoder, rules = image_encoder(self.cfg, dtype), CLIP_IMAGE_ADAPT_RULES
+        else:
+            encoder, rules = text_encoder(self.cfg, dtype), CLIP_TEXT_ADAPT_RULES
+        config, overrides = self.config(row)
+        params = self.tower(row.modality)
+        gallery = self.gallery(row.gallery_size)
+        xs = self.inputs(row.modality, row.batch_size)
+        source = None
+        if config.decoupling:
+            k = min(self.args.source_pairs, row.batch_size)
+            source = (xs[0][:k], gallery[:k])
+
+        setup_start = time.perf_counter()
+        adapter = rest_jax.Adapter.create(
+            encoder, params, gallery, config=config, rules=rules, source=source
+        )
+        mask = jnp.ones((row.batch_size,), bool)
+        batches = [{"inputs": x, "mask": mask} for x in xs]
+        state = adapter.init_state()
+        jax.block_until_ready(state)
+        setup_s = time.perf_counter() - setup_start
+
+        with precision_scope(jax, row.precision):
+            start = time.perf_counter()
+            compiled = adapter.step_fn.lower(state, batches[0], adapter.constants).compile()
+            compile_s = time.perf_counter() - start
+        state, out = compiled(state, batches[0], adapter.constants)
+        jax.block_until_ready((state, out))
+        first_call_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        state, out = compiled(state, batches[1 % len(batches)], adapter.constants)
+        jax.block_until_ready((state, out))
+        estimate = time.perf_counter() - start
+        n = timed_batches(
+            estimate,
+            self.args.batches,
+            budget.row_s,
+            time.perf_counter() - row_start,
+            self.args.repeats,
+        )
+        elapsed = float("inf")
+        for _ in range(self.args.repeats):
+            start = time.perf_counter()
+            for i in range(n):
+                state, out = compiled(state, batches[i % len(batches)], adapter.constants)
+            jax.block_until_ready((state, out))
+            elapsed = min(elapsed, time.perf_counter() - start)
+
+        peak, peak_kind = jax_peak_bytes()
+        step_bytes = executable_bytes(compiled)
+        finite = all(
+            bool(jnp.all(jnp.isfinite(leaf)))
+            for leaf in jax.tree.leaves(out.scores)
+            if jnp.issubdtype(leaf.dtype, jnp.floating)
+        )
+        del adapter, state, out, compiled, batches
+        gc.collect()
+        return {
+            "queries_per_s": row.batch_size * n / elapsed,
+            "ms_per_batch": 1000 * elapsed / n,
+            "batches_timed": n,
+            "compile_s": compile_s,
+            "first_call_s": first_call_s,
+            "setup_s": setup_s,
+            "peak_mib": peak / MIB,
+            "peak_kind": peak_kind,
+            "step_mib": None if step_bytes is None else step_bytes / MIB,
+            "overrides": overrides,
+            "scores_finite": finite,
+        }
+
+
+def precision_scope(jax, precision: str):
+    """Matmul precision of the trace: fp32 = "highest", tf32 = "tensorfloat32", bf16 = default
+    (the bf16 tower sets its own dtype; the float32 rest, e.g. gallery scoring, runs at the
+    backend's default)."""
+    if precision not in JAX_PRECISIONS:
+        raise ValueError(f"precision must be one of {JAX_PRECISIONS}, got {precision!r}")
+    name = {"fp32": "highest", "tf32": "tensorfloat32", "bf16": None}[precision]
+    if name is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(name)
+
+
+def large_gallery_overrides(gallery_size: int, args) -> dict[str, Any]:
+    """Chunked scoring / top-K output for large galleries, when rest_jax's AdaptConfig has those
+    fields (``gallery_chunk_size``, ``output_top_k``); empty otherwise (plain path)."""
+    from rest_jax.config import AdaptConfig
+
+    if gallery_size < args.chunk_from:
+        return {}
+    fields = {f.name for f in dataclasses.fields(AdaptConfig)}
+    out: dict[str, Any] = {}
+    if "gallery_chunk_size" in fields and args.chunk_size:
+        out["gallery_chunk_size"] = args.chunk_size
+    if "output_top_k" in fields and args.output_top_k:
+        out["output_top_k"] = args.output_top_k
+    return out
+
+
+# ----------------------------------------------------------------------------- torch rows
+
+
+class TorchBench:
+    """The eager PyTorch reference rows (experiments/torch_reference.py)."""
+
+    def __init__(self, args):
+        import torch
+
+        from experiments import torch_reference
+
+        self.torch = torch
+        self.ref = torch_reference
+        self.args = args
+        self.cfg = clip_config(args.preset)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._models: dict[str, tuple] = {}
+        self._gallery: tuple[int, Any] | None = None
+
+    def model(self, modality: str):
+        """The tower and its initial state (restored before every row)."""
+        if modality not in self._models:
+            self._models.clear()
+            model = self.ref.build_query_tower(self.cfg.to_hf_dict(), modality, device=self.device)
+            initial = {k: v.clone() for k, v in model.state_dict().items()}
+            self._models[modality] = (model, initial)
+        model, initial = self._models[modality]
+        model.load_state_dict(initial)
+        return model
+
+    def gallery(self, n: int):
+        torch = self.torch
+        if self._gallery is None or self._gallery[0] != n:
+            self._gallery = None
+            generator = torch.Generator(device=self.device).manual_seed(1)
+            g = torch.randn(n, self.cfg.projection_dim, device=self.device, generator=generator)
+            self._gallery = (n, torch.nn.functional.normalize(g, dim=-1))
+        return self._gallery[1]
+
+    def inputs(self, modality: str, batch_size: int) -> list:
+        torch, cfg = self.torch, self.cfg
+        batches = []
+        for i in range(self.args.distinct_batches):
+            if modality == "image":
+                size = cfg.vision.image_size
+                generator = torch.Generator(device=self.device).manual_seed(100 + i)
+                shape = (batch_size, cfg.vision.num_channels, size, size)
+                batches.append(torch.randn(shape, device=self.device, generator=generator))
+            else:
+                ids = random_token_ids(cfg, batch_size, 100 + i)
+                batches.append(torch.from_numpy(ids).long().to(self.device))
+        return batches
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def run(self, row: Row, budget: Budget) -> dict:
+        torch, ref = self.torch, self.ref
+        if self.device == "cpu" and row.precision != "fp32":
+            raise ValueError("on CPU the torch reference runs in fp32 only")
+        row_start = time.perf_counter()
+        model = self.model(row.modality)
+        optimizer = ref.make_optimizer(ref.adapt_layernorms(model))
+        bank = ref.AnchorBank(64, self.cfg.projection_dim, device=self.device)
+        gallery = self.gallery(row.gallery_size)
+        xs = self.inputs(row.modality, row.batch_size)
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.sync()
+        setup_s = time.perf_counter() - row_start
+        index = 0
+
+        def step(x):
+            nonlocal index
+            scores, _ = ref.tcr_step_torch(
+                model, optimizer, bank, x, gallery, batch_index=index, autocast_dtype=autocast
+            )
+            index += 1
+            return scores
+
+        with ref.precision_mode(row.precision) as autocast:
+            start = time.perf_counter()
+            step(xs[0])
+            self.sync()
+            first_call_s = time.perf_counter() - start
+            start = time.perf_counter()
+            step(xs[1 % len(xs)])
+            self.sync()
+            estimate = time.perf_counter() - start
+            n = timed_batches(
+                estimate,
+                self.args.batches,
+                budget.row_s,
+                time.perf_counter() - row_start,
+                self.args.repeats,
+            )
+            elapsed = float("inf")
+            for _ in range(self.args.repeats):
+                start = time.perf_counter()
+                for i in range(n):
+                    scores = step(xs[i % len(xs)])
+                self.sync()
+                elapsed = min(elapsed, time.perf_counter() - start)
+        if self.device == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated (row)"
+        else:
+            peak, kind = max_rss_bytes(), "max RSS (process)"
+        finite = bool(torch.isfinite(scores).all())
+        del xs, scores
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+        return {
+            "queries_per_s": row.batch_size * n / elapsed,
+            "ms_per_batch": 1000 * elapsed / n,
+            "batches_timed": n,
+            "compile_s": None,
+            "first_call_s": first_call_s,
+            "setup_s": setup_s,
+            "peak_mib": peak / MIB,
+            "peak_kind": kind,
+            "step_mib": None,
+            "overrides": {},
+            "scores_finite": finite,
+        }
+
+
+# ----------------------------------------------------------------------------- top-K check
+
+
+def topk_check(shapes=((64, 25_000), (256, 1_000_000)), k: int = 4, d: int = 512) -> list[dict]:
+    """Does a top-K whose indices are used twice (``top[:, 0]`` and all of ``top``, as REST's
+    refinement does) stay a TopK inside a gradient, or become a full (B, N) sort?
+
+    Times ``grad`` of a small loss built that way ("two_slices") against the same loss with
+    the positives read from the flattened candidates ("one_slice"), and reports whether the
+    compiled program holds a sort over N. On XLA:CPU the first one sorts every row.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def loss(q, g, one_slice):
+        top = jax.lax.top_k(jax.lax.stop_gradient(q @ g.T), k)[1]
+        flat = top.T.reshape(-1)
+        positive = flat[: q.shape[0]] if one_slice else top[:, 0]
+        return jnp.sum(q * g[positive]) + jnp.sum(q @ g[flat].T)
+
+    records = []
+    for b, n in shapes:
+        q = jax.random.normal(jax.random.PRNGKey(0), (b, d))
+        g = jax.random.normal(jax.random.PRNGKey(1), (n, d))
+        for one_slice in (False, True):
+            step = jax.jit(jax.grad(lambda q, g, o=one_slice: loss(q, g, o)))
+            compiled = step.lower(q, g).compile()
+            text = compiled.as_text()
+            sorts = any(" sort(" in line and f",{n}]" in line for line in text.splitlines())
+            jax.block_until_ready(compiled(q, g))
+            start = time.perf_counter()
+            for _ in range(5):
+                out = compiled(q, g)
+            jax.block_until_ready(out)
+            records.append(
+                {
+                    "batch_size": b,
+                    "gallery_size": n,
+                    "k": k,
+                    "indices": "one_slice" if one_slice else "two_slices",
+                    "ms": 1000 * (time.perf_counter() - start) / 5,
+                    "full_sort_in_hlo": sorts,
+                    "device": jax.devices()[0].device_kind,
+                }
+            )
+            print(records[-1], flush=True)
+    return records
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def environment(args) -> dict:
+    """Versions and devices of this invocation (no backend is started for torch-only runs)."""
+    info: dict[str, Any] = {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "argv": sys.argv[1:],
+        "framework": args.framework,
+    }
+    if args.framework in ("jax", "both"):
+        import jax
+
+        info["jax"] = jax.__version__
+        info["jax_device"] = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+        info["jax_backend"] = jax.default_backend()
+    if args.framework in ("torch", "both"):
+        try:
+            import torch
+            import transformers
+
+            info["torch"] = torch.__version__
+            info["transformers"] = transformers.__version__
+            info["torch_device"] = (
+                torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+            )
+        except ImportError as error:
+            info["torch"] = f"unavailable ({error})"
+    return info
+
+
+def load_results(path: Path) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"runs": [], "rows": []}
+
+
+def save_results(out_dir: Path, results: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "bench.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.replace(out_dir / "bench.json")
+    (out_dir / "bench.md").write_text(markdown(results))
+
+
+def _fmt(value, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def best(records: list[dict], **where) -> dict | None:
+    """The fastest measured record matching ``where``."""
+    hits = [
+        r
+        for r in records
+        if r.get("queries_per_s") and all(r.get(k) == v for k, v in where.items())
+    ]
+    return max(hits, key=lambda r: r["queries_per_s"]) if hits else None
+
+
+def summary_lines(records: list[dict]) -> list[str]:
+    """Speed-ups over the eager reference and REST's cost over tent, per shape."""
+    lines = []
+    shapes = sorted({(r["modality"], r["batch_size"], r["gallery_size"]) for r in records})
+    for modality, b, n in shapes:
+        shape = dict(modality=modality, batch_size=b, gallery_size=n)
+        head = f"- {modality} queries, B={b}, N={n}:"
+        parts = []
+        torch_best = best(records, framework="torch", **shape)
+        jax_best = best(records, framework="jax", method="tcr", **shape)
+        if torch_best and jax_best:
+            parts.append(
+                f"tcr rest_jax best ({jax_best['precision']}, {jax_best['queries_per_s']:.0f} q/s)"
+                f" / eager torch best ({torch_best['precision']}, "
+                f"{torch_best['queries_per_s']:.0f} q/s) = "
+                f"{jax_best['queries_per_s'] / torch_best['queries_per_s']:.2f}x"
+            )
+            for p in TORCH_PRECISIONS:
+                a = best(records, framework="jax", method="tcr", precision=p, **shape)
+                t = best(records, framework="torch", precision=p, **shape)
+                if a and t:
+                    parts.append(f"{p}: {a['queries_per_s'] / t['queries_per_s']:.2f}x")
+        for p in JAX_PRECISIONS:
+            rest = best(records, framework="jax", method="rest", precision=p, **shape)
+            tent = best(records, framework="jax", method="tent", precision=p, **shape)
+            if rest and tent:
+                ratio = rest["ms_per_batch"] / tent["ms_per_batch"]
+                parts.append(f"rest/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)")
+        if parts:
+            lines.append(head + " " + "; ".join(parts))
+    return lines
+
+
+def markdown(results: dict) -> str:
+    """The results table (all rows so far) and the summary ratios."""
+    out = ["# rest_jax step throughput", ""]
+    for run in results["runs"]:
+        devices = ", ".join(
+            f"{k}={run[k]}" for k in ("jax_device", "torch_device", "jax", "torch") if k in run
+        )
+        out.append(f"- run {run['time']}: {devices}; args: `{' '.join(run['argv'])}`")
+    out += [
+        "",
+        "| framework | query | B | N | method | precision | queries/s | ms/batch | compile s "
+        "| first call s | setup s | peak MiB | step MiB | batches | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        out.append(
+            f"| {r['framework']} | {r['modality']} | {r['batch_size']} | {r['gallery_size']} "
+            f"| {r['method']} | {r['precision']} | {_fmt(r.get('queries_per_s'))} "
+            f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('compile_s'))} "
+            f"| {_fmt(r.get('first_call_s'))} | {_fmt(r.get('setup_s'))} "
+            f"| {_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('step_mib'), 0)} "
+            f"| {_fmt(r.get('batches_timed'))} | {r['status']} |"
+        )
+    lines = summary_lines(results["rows"])
+    if lines:
+        out += ["", "Ratios (same device, same shapes):", "", *lines]
+    out += [
+        "",
+        "peak MiB: jax rows = process peak so far (device peak_bytes_in_use, or max RSS on CPU);"
+        " torch rows = max_memory_allocated of the row (max RSS on CPU). step MiB: XLA's memory"
+        " analysis of the compiled step.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def print_row(record: dict) -> None:
+    print(
+        f"[{record['framework']:5s}] {record['modality']:5s} B={record['batch_size']:<4d} "
+        f"N={record['gallery_size']:<8d} {record['method']:16s} {record['precision']:4s} "
+        f"{_fmt(record.get('queries_per_s')):>9s} q/s  compile {_fmt(record.get('compile_s'))} s"
+        f"  first {_fmt(record.get('first_call_s'))} s  {record['status']}",
+        flush=True,
+    )
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small", choices=sorted(PRESET_DEFAULTS))
+    parser.add_argument("--framework", default="both", choices=("jax", "torch", "both"))
+    parser.add_argument("--methods", default="tcr,rest,tent,source")
+    parser.add_argument("--modalities", default="image,text")
+    parser.add_argument("--batch-sizes", default=None, help="default: the preset's (64,256)")
+    parser.add_argument("--galleries", default=None, help="default: the preset's (25000,1000000)")
+    parser.add_argument("--precisions", default="fp32,bf16", help=f"of {JAX_PRECISIONS}")
+    parser.add_argument("--tf32-methods", default="tcr", help="methods also run in tf32 (jax)")
+    parser.add_argument("--torch-precisions", default=None, help="default: all on GPU, fp32 on CPU")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches per row")
+    parser.add_argument("--repeats", type=int, default=1, help="timed loops; the fastest counts")
+    parser.add_argument("--distinct-batches", type=int, default=2)
+    parser.add_argument("--source-pairs", type=int, default=None)
+    parser.add_argument("--chunk-from", type=int, default=500_000, help="N from which to chunk")
+    parser.add_argument("--chunk-size", type=int, default=65_536)
+    parser.add_argument("--output-top-k", type=int, default=10)
+    parser.add_argument("--budget-s", type=float, default=600.0, help="soft limit, all rows")
+    parser.add_argument(
+        "--torch-budget-s", type=float, default=120.0, help="torch's share with --framework both"
+    )
+    parser.add_argument("--row-budget-s", type=float, default=30.0, help="timed-loop limit")
+    parser.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    parser.add_argument("--summarize", action="store_true", help="only rewrite OUT/bench.md")
+    parser.add_argument(
+        "--topk-check", action="store_true", help="only run topk_check (OUT/topk_check.json)"
+    )
+    args = parser.parse_args(argv)
+
+    defaults = PRESET_DEFAULTS[args.preset]
+    args.methods = parse_list(args.methods)
+    unknown = [m for m in args.methods if m not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {sorted(VARIANTS)}")
+    args.tf32_methods = parse_list(args.tf32_methods)
+    args.modalities = parse_list(args.modalities)
+    if any(m not in ("image", "text") for m in args.modalities):
+        parser.error(f"modalities must be image and/or text, got {args.modalities}")
+    args.batch_sizes = parse_list(args.batch_sizes or defaults["batch_sizes"], int)
+    args.galleries = parse_list(args.galleries or defaults["galleries"], int)
+    args.precisions = parse_list(args.precisions)
+    if any(p not in JAX_PRECISIONS for p in args.precisions):
+        parser.error(f"precisions must be among {JAX_PRECISIONS}, got {args.precisions}")
+    if args.source_pairs is None:
+        args.source_pairs = defaults["source_pairs"]
+    if min(args.batches, args.distinct_batches, args.repeats) < 1:
+        parser.error("--batches, --distinct-batches and --repeats must be >= 1")
+    return args
+
+
+def torch_available() -> str | None:
+    """None when torch and transformers import, else the reason."""
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as error:
+        return str(error)
+    return None
+
+
+def run_torch_child(argv: list[str], budget_s: float) -> None:
+    """Runs the torch rows in a child process: sharing a process with JAX slows eager torch
+    on CPU by an order of magnitude (thread pools) and splits GPU memory between allocators."""
+    import subprocess
+
+    child = [a for a in argv if not a.startswith("--framework")]
+    child += ["--framework", "torch", "--budget-s", str(budget_s)]
+    print(f"torch reference in a child process (budget {budget_s:.0f} s)", flush=True)
+    subprocess.run([sys.executable, "-m", "experiments.bench_gpu", *child], check=False)
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out_dir = Path(args.out) if args.out else None
+    if args.topk_check:
+        records = topk_check()
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "topk_check.json").write_text(json.dumps(records, indent=1))
+        return {"topk_check": records}
+    if args.summarize:
+        if out_dir is None:
+            raise SystemExit("--summarize needs --out")
+        results = load_results(out_dir / "bench.json")
+        save_results(out_dir, results)
+        print(markdown(results))
+        return results
+
+    framework = args.framework
+    missing_torch = torch_available() if framework in ("torch", "both") else None
+    if missing_torch:
+        print(f"torch reference skipped: {missing_torch} (pip install 'rest_jax[convert]')")
+        framework = "jax" if framework == "both" else None
+    budget_s = args.budget_s
+    if framework == "both":
+        if out_dir is None:
+            raise SystemExit("--framework both needs --out (the two processes share it)")
+        start = time.perf_counter()
+        run_torch_child(argv, args.torch_budget_s)
+        budget_s = max(args.budget_s - (time.perf_counter() - start), 0.0)
+        framework = "jax"
+    results = load_results(out_dir / "bench.json") if out_dir else {"runs": [], "rows": []}
+    if framework is None:
+        return results
+    args.framework = framework
+    if framework == "torch" and args.torch_precisions is None:
+        import torch
+
+        args.torch_precisions = "fp32,tf32,bf16" if torch.cuda.is_available() else "fp32"
+    args.torch_precisions = parse_list(args.torch_precisions or "")
+    if any(p not in TORCH_PRECISIONS for p in args.torch_precisions):
+        raise SystemExit(f"torch precisions must be among {TORCH_PRECISIONS}")
+
+    results["runs"].append(environment(args))
+    budget = Budget(budget_s, args.row_budget_s)
+    benches: dict[str, Any] = {}
+    for row in plan(args):
+        record = dataclasses.asdict(row)
+        skip = budget.why_skip(row)
+        if skip:
+            record["status"] = skip
+        else:
+            started = time.perf_counter()
+            try:
+                if row.framework not in benches:
+                    benches[row.framework] = (JaxBench if row.framework == "jax" else TorchBench)(
+                        args
+                    )
+                record.update(benches[row.framework].run(row, budget))
+                record["status"] = "ok"
+            except Exception as error:  # one failing row (e.g. out of memory) is recorded
+                record["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
+                gc.collect()
+            budget.cost[row.group] = time.perf_counter() - started
+        print_row(record)
+        results["rows"].append(record)
+        if out_dir:
+            save_results(out_dir, results)
+    print()
+    print(markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()

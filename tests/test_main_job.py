@@ -1,0 +1,142 @@
+"""The main job end to end: SynthWorld with every method, and the real path on fixtures."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from experiments import main as main_job
+from experiments.config import ALL_METHODS
+
+
+def read_rows(out: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_synthworld_pipeline_every_method(tmp_path):
+    args = [
+        "--name", "smoke", "--output-dir", str(tmp_path / "runs"),
+        "--cache-dir", str(tmp_path / "cache"), "--source-steps", "4", "--source-width", "32",
+        "--source-layers", "1", "--world-train-images", "256", "--max-queries", "48",
+        "--image-size", "16", "--directions", "i2t", "--image-shifts", "gaussian_noise@5",
+        "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "16",
+    ]  # fmt: skip
+    out = main_job.main(args)
+    rows = read_rows(out)
+    methods = ALL_METHODS.split(",")
+    assert sorted(r["method"] for r in rows if r["group"] == "qs") == sorted(methods)
+    assert sorted(r["method"] for r in rows if r["group"] == "clean") == sorted(methods)
+    for r in rows:
+        assert 0.0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100.0
+        assert r["rolled_back"] == 0
+    source = {r["group"]: r for r in rows if r["method"] == "source"}
+    assert source["qs"]["forgetting_r1"] == 0.0  # the source model never changes
+    table = (out / "table.md").read_text()
+    assert all(f"| {m} |" in table for m in methods)
+    assert (out / "plots" / "r1_by_shift_i2t.png").stat().st_size > 1000
+    assert (out / "plots" / "reference_cosine.png").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["versions"]["jax"] and config["seed"] == 0 and config["device"]
+    assert set(config["methods"]) == set(methods)
+    # resume: a second call runs nothing new and leaves the rows as they were
+    again = main_job.main(args)
+    assert read_rows(again) == rows
+    # the source model was cached by the first call
+    assert len(list((tmp_path / "cache").glob("source-*/metadata.json"))) == 1
+
+
+def write_karpathy_fixture(root: pathlib.Path, n_test: int = 6, n_val: int = 3) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = ["red", "green", "blue", "yellow", "black", "white", "pink", "grey", "brown"]
+    entries = []
+    for i in range(n_test + n_val):
+        folder = root / "images" / "val2014"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"img_{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / name)
+        sentences = [{"raw": f"A {colours[i]} photo number {j}."} for j in range(5)]
+        entries.append(
+            {
+                "filename": name,
+                "filepath": "val2014",
+                "imgid": i,
+                "split": "test" if i < n_test else "val",
+                "sentences": sentences,
+            }
+        )
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries}))
+
+
+def write_tiny_clip(directory: pathlib.Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from rest_jax.models import ClipConfig, TextConfig, VisionConfig
+
+    words = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
+    words += "a red green blue yellow black white pink grey brown photo number".split()
+    words += [str(j) for j in range(5)]
+    config = ClipConfig(
+        vision=VisionConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        text=TextConfig(
+            vocab_size=len(words),
+            max_position_embeddings=12,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=2,
+        ),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    model = transformers.CLIPModel(transformers.CLIPConfig(**config.to_hf_dict()))
+    model.save_pretrained(directory)
+    tok = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")
+    )
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>",
+        special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],
+    )
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[UNK]"}))
+
+
+def test_real_path_on_tiny_clip_and_coco_fixture(tmp_path):
+    write_tiny_clip(tmp_path / "clip")
+    write_karpathy_fixture(tmp_path / "coco")
+    args = [
+        "--name", "real", "--output-dir", str(tmp_path / "runs"),
+        "--cache-dir", str(tmp_path / "cache"), "--dataset", "coco",
+        "--data-dir", str(tmp_path / "coco"), "--checkpoint", str(tmp_path / "clip"),
+        "--methods", "source,tcr,rest", "--image-shifts", "gaussian_noise@5",
+        "--text-shifts", "keyboard@5", "--severity-sweep", "", "--diverse", "mixed",
+        "--no-ablations", "--batch-size", "4", "--adapt", "rest.num_candidates=2",
+    ]  # fmt: skip
+    out = main_job.main(args)
+    rows = read_rows(out)
+    assert {(r["direction"], r["method"]) for r in rows} == {
+        (d, m) for d in ("i2t", "t2i") for m in ("source", "tcr", "rest")
+    }
+    mixed = [r for r in rows if r["group"] == "mixed"]
+    assert len(mixed) == 6 and all("forgetting_r1" in r for r in mixed)
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["dataset"] == "coco" and config["data"]["images"] == 6
+    assert config["methods"]["rest"]["num_candidates"] == 2
+    assert "| rest |" in (out / "table.md").read_text()
