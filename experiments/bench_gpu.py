@@ -1,37 +1,43 @@
 """Throughput of rest_jax's jitted adaptation step against an eager PyTorch TCR step.
 
-    python -m experiments.bench_gpu --preset vit-b16 --out OUT_DIR     # GPU (see gpu_check.sh)
-    python -m experiments.bench_gpu --preset small --out OUT_DIR       # a few minutes on CPU
+    python -m experiments.bench_gpu --preset vit-b16 --out OUT_DIR   # GPU, see gpu_check.sh
+    python -m experiments.bench_gpu --preset small --out OUT_DIR     # tiny towers, CPU-sized
 
 For each row of the grid (query modality x batch size B x gallery size N x method x
-precision), in priority order (gallery, then modality, then batch size; see ``plan``):
+precision), in priority order (gallery, then modality, then batch size; see :func:`plan`):
 
 - rest_jax: the query tower of a random CLIP (no download; ``--preset vit-b16`` has the real
-  ViT-B/16 and text tower shapes) adapts online against a random L2-normalised (N, 512)
-  gallery with ``Adapter.create(...)``; its jitted step is compiled ahead of time
-  (``step_fn.lower(...).compile()``: ``compile_s``), run once (``first_call_s`` = compile
-  plus that first run), once more to estimate the per-batch time, then ``batches`` times
-  with a single ``block_until_ready`` at the end: queries/s = B * batches / time. Host-side
-  input checks (``Adapter.check``) are outside the timing; inputs already sit on the device.
-- torch (when torch and transformers are installed): the eager TCR step of
-  ``experiments/torch_reference.py`` on Hugging Face ``CLIP*ModelWithProjection`` towers with
-  random init, the same shapes, on the same device, timed the same way (synchronised at the
-  end). Precisions: fp32, tf32, bf16 autocast on GPU; fp32 on CPU.
+  ViT-B/16 and text tower shapes) adapts online against a random L2-normalised (N, d)
+  gallery through ``Adapter.create(...)``; its jitted step is compiled ahead of time
+  (``compile_s`` = ``step_fn.lower(...).compile()``), run once (``first_call_s`` = compile
+  plus that first run), once more to estimate the per-batch time, then ``batches`` times with
+  one ``block_until_ready`` at the end: queries/s = B * batches / time. Host-side input
+  checks (``Adapter.check``) are outside the timing; the inputs already sit on the device.
+- torch (when torch and transformers import): the eager TCR step of
+  ``experiments/torch_reference.py`` on Hugging Face ``CLIP*ModelWithProjection`` towers
+  with random init, same shapes, same device, timed the same way (one synchronisation at
+  the end). Precisions: fp32, tf32 and bf16 autocast on GPU; fp32 on CPU. With
+  ``--framework both`` the torch rows run first in a child process: in one process with JAX
+  the eager CPU step ran >10x slower (thread pools), and on GPU the two allocators would
+  split the memory.
 
-Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", i.e. no
-TF32), ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with
-``dtype=jnp.bfloat16``: bfloat16 matmuls, float32 LayerNorm, residual stream and losses).
+Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", no TF32),
+``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
+bfloat16 matmuls; LayerNorm, residual stream, gallery scores and losses in float32).
+Galleries of ``--chunk-from`` items or more use ``gallery_chunk_size`` / ``output_top_k``
+when rest_jax's ``AdaptConfig`` has those fields (checked at run time; else the plain path).
 
-Peak memory: rest_jax rows report the executable's own footprint from XLA
-(``step_mib``: ``compiled.memory_analysis()``) and the process peak so far (``peak_mib``:
-``peak_bytes_in_use`` of the device, or max RSS on CPU; it only grows along a run); torch
-rows report ``torch.cuda.max_memory_allocated`` (reset per row), or max RSS on CPU.
+Peak memory: rest_jax rows report the step executable's footprint from XLA (``step_mib``,
+``compiled.memory_analysis()``) and the process peak so far (``peak_mib``: the device's
+``peak_bytes_in_use``, or max RSS on CPU; it never goes down along a run); torch rows report
+``torch.cuda.max_memory_allocated`` of the row (max RSS on CPU).
 
-Every row is guarded by time: the timed loop stops early at ``--row-budget-s`` and a row is
-skipped (status ``skipped``) once the invocation's ``--budget-s`` is spent or when a
-similar row took longer than what is left. Results are appended to ``OUT/bench.json`` after
-every row (several invocations may share one OUT) and the whole table, with the ratios, is
-rewritten to ``OUT/bench.md``.
+Time guards: the timed part of a row (after its first call) is capped at
+``--row-budget-s`` (a row whose first run alone takes half of that is reported from that
+run); a row is skipped once the invocation's ``--budget-s`` is spent or when the previous row
+of its group took longer than what is left. Results are appended to ``OUT/bench.json`` after
+every row (invocations may share one OUT) and the whole table, with the ratios, is rewritten
+to ``OUT/bench.md``.
 """
 
 from __future__ import annotations
@@ -67,8 +73,21 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "rest-k1-nocon": ("rest", {"num_candidates": 1, "dedup": False, "consistency_weight": 0.0}),
 }
 PRESET_DEFAULTS = {
-    "vit-b16": dict(batch_sizes="64,256", galleries="25000,1000000", source_pairs=32),
-    "small": dict(batch_sizes="64,256", galleries="25000,1000000", source_pairs=16),
+    "vit-b16": dict(
+        batch_sizes="64,256",
+        galleries="25000,1000000",
+        precisions="fp32,bf16",
+        tf32_methods="tcr",
+        source_pairs=32,
+    ),
+    # CPU-sized: fp32 only (tf32 does not exist on CPU), a 100k gallery in place of 1M.
+    "small": dict(
+        batch_sizes="64,256",
+        galleries="25000,100000",
+        precisions="fp32",
+        tf32_methods="",
+        source_pairs=16,
+    ),
 }
 
 
@@ -192,6 +211,36 @@ def timed_batches(
     return int(max(1, min(wanted, room // max(estimate_s, 1e-6))))
 
 
+def measure(
+    run_batch: Callable[[int], None],
+    sync: Callable[[], None],
+    first_run_s: float,
+    args,
+    row_s: float,
+) -> tuple[float, int, str]:
+    """Seconds per batch of ``run_batch(i)`` (warm), how many batches were timed, and how.
+
+    One untimed call estimates the per-batch time; then ``repeats`` loops of n batches, one
+    ``sync`` at the end of each, the fastest loop counts. A row whose first run already took
+    half the row budget is reported from that first run alone.
+    """
+    if first_run_s > row_s / 2:
+        return first_run_s, 1, "first run (slow row)"
+    start = time.perf_counter()
+    run_batch(1)
+    sync()
+    estimate = time.perf_counter() - start
+    n = timed_batches(estimate, args.batches, row_s, estimate, args.repeats)
+    best = float("inf")
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for i in range(n):
+            run_batch(i)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best / n, n, "timed"
+
+
 # ----------------------------------------------------------------------------- memory
 
 
@@ -312,7 +361,6 @@ class JaxBench:
         )
 
         jax, jnp = self.jax, self.jax.numpy
-        row_start = time.perf_counter()
         dtype = jnp.bfloat16 if row.precision == "bf16" else jnp.float32
         if row.modality == "image":
             encoder, rules = image_encoder(self.cfg, dtype), CLIP_IMAGE_ADAPT_RULES
@@ -344,25 +392,21 @@ class JaxBench:
         state, out = compiled(state, batches[0], adapter.constants)
         jax.block_until_ready((state, out))
         first_call_s = time.perf_counter() - start
+        live = {"state": state, "out": out}
 
-        start = time.perf_counter()
-        state, out = compiled(state, batches[1 % len(batches)], adapter.constants)
-        jax.block_until_ready((state, out))
-        estimate = time.perf_counter() - start
-        n = timed_batches(
-            estimate,
-            self.args.batches,
+        def run_batch(i):
+            live["state"], live["out"] = compiled(
+                live["state"], batches[i % len(batches)], adapter.constants
+            )
+
+        per_batch, n, how = measure(
+            run_batch,
+            lambda: jax.block_until_ready(live),
+            first_call_s - compile_s,
+            self.args,
             budget.row_s,
-            time.perf_counter() - row_start,
-            self.args.repeats,
         )
-        elapsed = float("inf")
-        for _ in range(self.args.repeats):
-            start = time.perf_counter()
-            for i in range(n):
-                state, out = compiled(state, batches[i % len(batches)], adapter.constants)
-            jax.block_until_ready((state, out))
-            elapsed = min(elapsed, time.perf_counter() - start)
+        state, out = live.pop("state"), live.pop("out")
 
         peak, peak_kind = jax_peak_bytes()
         step_bytes = executable_bytes(compiled)
@@ -371,12 +415,12 @@ class JaxBench:
             for leaf in jax.tree.leaves(out.scores)
             if jnp.issubdtype(leaf.dtype, jnp.floating)
         )
-        del adapter, state, out, compiled, batches
-        gc.collect()
+        live.clear()
         return {
-            "queries_per_s": row.batch_size * n / elapsed,
-            "ms_per_batch": 1000 * elapsed / n,
+            "queries_per_s": row.batch_size / per_batch,
+            "ms_per_batch": 1000 * per_batch,
             "batches_timed": n,
+            "timing": how,
             "compile_s": compile_s,
             "first_call_s": first_call_s,
             "setup_s": setup_s,
@@ -491,49 +535,39 @@ class TorchBench:
         setup_s = time.perf_counter() - row_start
         index = 0
 
+        last = {}
+
         def step(x):
             nonlocal index
-            scores, _ = ref.tcr_step_torch(
+            last["scores"], _ = ref.tcr_step_torch(
                 model, optimizer, bank, x, gallery, batch_index=index, autocast_dtype=autocast
             )
             index += 1
-            return scores
 
         with ref.precision_mode(row.precision) as autocast:
             start = time.perf_counter()
             step(xs[0])
             self.sync()
             first_call_s = time.perf_counter() - start
-            start = time.perf_counter()
-            step(xs[1 % len(xs)])
-            self.sync()
-            estimate = time.perf_counter() - start
-            n = timed_batches(
-                estimate,
-                self.args.batches,
+            per_batch, n, how = measure(
+                lambda i: step(xs[i % len(xs)]),
+                self.sync,
+                first_call_s,
+                self.args,
                 budget.row_s,
-                time.perf_counter() - row_start,
-                self.args.repeats,
             )
-            elapsed = float("inf")
-            for _ in range(self.args.repeats):
-                start = time.perf_counter()
-                for i in range(n):
-                    scores = step(xs[i % len(xs)])
-                self.sync()
-                elapsed = min(elapsed, time.perf_counter() - start)
         if self.device == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated (row)"
         else:
             peak, kind = max_rss_bytes(), "max RSS (process)"
-        finite = bool(torch.isfinite(scores).all())
-        del xs, scores
+        finite = bool(torch.isfinite(last.pop("scores")).all())
         if self.device == "cuda":
             torch.cuda.empty_cache()
         return {
-            "queries_per_s": row.batch_size * n / elapsed,
-            "ms_per_batch": 1000 * elapsed / n,
+            "queries_per_s": row.batch_size / per_batch,
+            "ms_per_batch": 1000 * per_batch,
             "batches_timed": n,
+            "timing": how,
             "compile_s": None,
             "first_call_s": first_call_s,
             "setup_s": setup_s,
@@ -548,7 +582,7 @@ class TorchBench:
 # ----------------------------------------------------------------------------- top-K check
 
 
-def topk_check(shapes=((64, 25_000), (256, 1_000_000)), k: int = 4, d: int = 512) -> list[dict]:
+def topk_check(shapes=None, k: int = 4, d: int = 512) -> list[dict]:
     """Does a top-K whose indices are used twice (``top[:, 0]`` and all of ``top``, as REST's
     refinement does) stay a TopK inside a gradient, or become a full (B, N) sort?
 
@@ -558,6 +592,10 @@ def topk_check(shapes=((64, 25_000), (256, 1_000_000)), k: int = 4, d: int = 512
     """
     import jax
     import jax.numpy as jnp
+
+    if shapes is None:  # the 1M case takes minutes on a CPU
+        cpu = jax.default_backend() == "cpu"
+        shapes = ((64, 25_000),) if cpu else ((64, 25_000), (256, 1_000_000))
 
     def loss(q, g, one_slice):
         top = jax.lax.top_k(jax.lax.stop_gradient(q @ g.T), k)[1]
@@ -692,6 +730,16 @@ def summary_lines(records: list[dict]) -> list[str]:
     return lines
 
 
+def notes(record: dict) -> str:
+    """Overrides (chunked large-gallery path), slow-row timing, non-finite scores."""
+    parts = [f"{k}={v}" for k, v in (record.get("overrides") or {}).items()]
+    if record.get("timing") not in (None, "timed"):
+        parts.append(record["timing"])
+    if record.get("scores_finite") is False:
+        parts.append("NON-FINITE scores")
+    return ", ".join(parts)
+
+
 def markdown(results: dict) -> str:
     """The results table (all rows so far) and the summary ratios."""
     out = ["# rest_jax step throughput", ""]
@@ -703,8 +751,8 @@ def markdown(results: dict) -> str:
     out += [
         "",
         "| framework | query | B | N | method | precision | queries/s | ms/batch | compile s "
-        "| first call s | setup s | peak MiB | step MiB | batches | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| first call s | setup s | peak MiB | step MiB | batches | status | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         out.append(
@@ -713,7 +761,7 @@ def markdown(results: dict) -> str:
             f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('compile_s'))} "
             f"| {_fmt(r.get('first_call_s'))} | {_fmt(r.get('setup_s'))} "
             f"| {_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('step_mib'), 0)} "
-            f"| {_fmt(r.get('batches_timed'))} | {r['status']} |"
+            f"| {_fmt(r.get('batches_timed'))} | {r['status']} | {notes(r)} |"
         )
     lines = summary_lines(results["rows"])
     if lines:
@@ -748,9 +796,13 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default="tcr,rest,tent,source")
     parser.add_argument("--modalities", default="image,text")
     parser.add_argument("--batch-sizes", default=None, help="default: the preset's (64,256)")
-    parser.add_argument("--galleries", default=None, help="default: the preset's (25000,1000000)")
-    parser.add_argument("--precisions", default="fp32,bf16", help=f"of {JAX_PRECISIONS}")
-    parser.add_argument("--tf32-methods", default="tcr", help="methods also run in tf32 (jax)")
+    parser.add_argument(
+        "--galleries", default=None, help="default: the preset's (vit-b16: 25000,1000000)"
+    )
+    parser.add_argument("--precisions", default=None, help=f"of {JAX_PRECISIONS} (fp32,bf16)")
+    parser.add_argument(
+        "--tf32-methods", default=None, help="methods also run in tf32 (vit-b16: tcr)"
+    )
     parser.add_argument("--torch-precisions", default=None, help="default: all on GPU, fp32 on CPU")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per row")
     parser.add_argument("--repeats", type=int, default=1, help="timed loops; the fastest counts")
@@ -776,13 +828,15 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods if m not in VARIANTS]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {sorted(VARIANTS)}")
-    args.tf32_methods = parse_list(args.tf32_methods)
+    args.tf32_methods = parse_list(
+        defaults["tf32_methods"] if args.tf32_methods is None else args.tf32_methods
+    )
     args.modalities = parse_list(args.modalities)
     if any(m not in ("image", "text") for m in args.modalities):
         parser.error(f"modalities must be image and/or text, got {args.modalities}")
     args.batch_sizes = parse_list(args.batch_sizes or defaults["batch_sizes"], int)
     args.galleries = parse_list(args.galleries or defaults["galleries"], int)
-    args.precisions = parse_list(args.precisions)
+    args.precisions = parse_list(args.precisions or defaults["precisions"])
     if any(p not in JAX_PRECISIONS for p in args.precisions):
         parser.error(f"precisions must be among {JAX_PRECISIONS}, got {args.precisions}")
     if args.source_pairs is None:
@@ -875,8 +929,8 @@ def main(argv=None) -> dict:
                 record["status"] = "ok"
             except Exception as error:  # one failing row (e.g. out of memory) is recorded
                 record["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
-                gc.collect()
             budget.cost[row.group] = time.perf_counter() - started
+            gc.collect()
         print_row(record)
         results["rows"].append(record)
         if out_dir:
@@ -888,4 +942,7 @@ def main(argv=None) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before torch loads OpenMP: spinning OpenMP workers made the eager CPU step ~30x slower
+    # on a busy 2-core machine (no effect on GPU work).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     main()

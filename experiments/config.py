@@ -37,18 +37,22 @@ class StudyConfig:
 
     # Source model of the synthetic world.
     world_train_images: int = 10_000
-    source_steps: int = 1200
+    source_steps: int = 800
     source_width: int = 64
     source_layers: int = 2
 
     # The grid.
     methods: str = ALL_METHODS
     directions: str = "i2t,t2i"
-    image_shifts: str = "gaussian_noise@5,shot_noise@5,defocus_blur@5,pixelate@5,contrast@5"
-    text_shifts: str = "keyboard@5,ocr@5,char_swap@5,synonym_replacement@0.3"
-    severity_sweep: str = "gaussian_noise,defocus_blur"
-    severity_methods: str = "source,tent,tcr,rest"
+    image_shifts: str = "gaussian_noise@5,defocus_blur@5,pixelate@5"
+    text_shifts: str = "keyboard@5,synonym_replacement@0.3"
+    t2i_captions_per_image: int = 1  # caption queries per image for t2i (0: all of them)
+    severity_sweep: str = "gaussian_noise"
+    severity_methods: str = "source,tcr,rest"
     diverse: str = "mixed,continual"
+    diverse_methods: str = "source,tcr,rest"
+    diverse_directions: str = "i2t"
+    diverse_total: int = 1000  # queries in a diverse stream, shared equally by its domains
     ablations: bool = True
     batch_size: int = 64
     order: str = "reference"

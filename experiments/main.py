@@ -83,8 +83,8 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
     runs = []
     for direction in cfg.direction_list():
         shifts = cfg.shift_list(direction)
+        runs.append(dict(group="clean", direction=direction, method="source", shifts=["clean"]))
         for method in cfg.method_list():
-            runs.append(dict(group="clean", direction=direction, method=method, shifts=["clean"]))
             for shift in shifts:
                 runs.append(dict(group="qs", direction=direction, method=method, shifts=[shift]))
         if direction == "i2t" and cfg.severity_sweep:
@@ -101,8 +101,8 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
                                     shifts=[spec],
                                 )
                             )
-        for kind in study_split(cfg.diverse):
-            for method in cfg.method_list():
+        for kind in study_split(cfg.diverse) if direction in cfg.diverse_directions else []:
+            for method in study_split(cfg.diverse_methods):
                 runs.append(dict(group=kind, direction=direction, method=method, shifts=shifts))
         if cfg.ablations and direction == "i2t":
             for variant in ABLATIONS:
@@ -132,7 +132,17 @@ class Runner:
         self.galleries = {
             d: study.gallery_embeddings(data.split, d, data.towers) for d in cfg.direction_list()
         }
-        self.relevant = {d: study.relevance(data.split, d) for d in cfg.direction_list()}
+        # t2i may use only the first k captions of each image as queries (the gallery of i2t
+        # keeps every caption).
+        self.subset = {d: None for d in cfg.direction_list()}
+        if "t2i" in self.subset and cfg.t2i_captions_per_image:
+            ids = data.split.caption_image_ids
+            rank = np.array([np.sum(ids[:i] == ids[i]) for i in range(len(ids))])
+            self.subset["t2i"] = np.flatnonzero(rank < cfg.t2i_captions_per_image)
+        self.relevant = {
+            d: study.relevance(data.split, d)[self._rows(d)] for d in cfg.direction_list()
+        }
+        self._clean_r1: dict[str, float] = {}
 
     def adapter(self, direction: str, method: str) -> rest_jax.Adapter:
         key = (direction, method)
@@ -152,13 +162,30 @@ class Runner:
             )
         return self.adapters[key]
 
+    def _rows(self, direction: str):
+        subset = self.subset[direction]
+        return slice(None) if subset is None else subset
+
+    def clean_r1(self, direction: str, adapter: rest_jax.Adapter) -> float:
+        # Clean-query R@1 of the source model, computed once per direction.
+        if direction not in self._clean_r1:
+            encoder, _, _ = self.data.towers.query_side(direction)
+            self._clean_r1[direction] = study.clean_retrieval(
+                encoder,
+                adapter.params(adapter.constants.initial),
+                self.queries(direction, "clean"),
+                self.galleries[direction],
+                self.relevant[direction],
+            )["r1"]
+        return self._clean_r1[direction]
+
     def queries(self, direction: str, spec: str) -> np.ndarray:
         key = (direction, spec)
         if key not in self.inputs:
             domain = study.parse_domain(spec, direction)
             self.inputs[key] = study.query_inputs(
                 self.data.split, direction, domain, self.data.towers, self.cfg.seed
-            )
+            )[self._rows(direction)]
         return self.inputs[key]
 
     def run(self, run: dict) -> tuple[dict, dict]:
@@ -174,6 +201,7 @@ class Runner:
             batch_size=self.cfg.batch_size,
             order=self.cfg.order,
             seed=self.cfg.seed,
+            total=self.cfg.diverse_total,
         )
         start = time.perf_counter()
         metrics, result = study.run_method(adapter, stream, self.relevant[direction])
@@ -192,14 +220,7 @@ class Runner:
                 self.galleries[direction],
                 self.relevant[direction],
             )
-            before = study.clean_retrieval(
-                encoder,
-                adapter.params(adapter.constants.initial),
-                clean,
-                self.galleries[direction],
-                self.relevant[direction],
-            )
-            row["forgetting_r1"] = after["r1"] - before["r1"]
+            row["forgetting_r1"] = after["r1"] - self.clean_r1(direction, adapter)
         row["seconds"] = round(time.perf_counter() - start, 2)
         traces = {k: np.asarray(v) for k, v in result.metrics.items()}
         if run["group"] == "qs" and method in ("source", "rest"):

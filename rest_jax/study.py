@@ -194,8 +194,12 @@ def make_stream(
     batch_size: int = 64,
     order: str = "reference",
     seed: int = 0,
+    total: int | None = None,
 ) -> ShiftedStream:
-    """Plans a stream: ``kind`` is "single" (one domain), "mixed" or "continual"."""
+    """Plans a stream: ``kind`` is "single" (one domain), "mixed" or "continual".
+
+    A diverse stream holds ``total`` queries (default: every query of every domain), shared
+    equally by its domains; each domain contributes the first queries of its stream order."""
     sizes = [len(x) for x in inputs]
     if len(set(sizes)) != 1:
         raise ValueError(f"every domain needs the same query set; sizes {sizes}")
@@ -204,9 +208,13 @@ def make_stream(
             raise ValueError("a single-domain stream takes one domain")
         plan = streams.single_domain_plan(sizes[0], batch_size, order, seed)
     elif kind == "mixed":
-        plan = streams.mixed_plan(sizes, batch_size=batch_size, seed=seed, order=order)
+        total = min(total or sum(sizes), sum(sizes))
+        plan = streams.mixed_plan(
+            sizes, [1.0] * len(sizes), total=total, batch_size=batch_size, seed=seed, order=order
+        )
     elif kind == "continual":
-        plan = streams.continual_plan(sizes, batch_size=batch_size, order=order, seed=seed)
+        each = min(sizes[0], (total or sum(sizes)) // len(sizes))
+        plan = streams.continual_plan([each] * len(sizes), batch_size, order=order, seed=seed)
     else:
         raise ValueError(f"unknown stream kind {kind!r}; expected single, mixed or continual")
     return ShiftedStream(name, tuple(domains), tuple(inputs), plan, sizes[0])
