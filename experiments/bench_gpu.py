@@ -34,10 +34,10 @@ Peak memory: rest_jax rows report the step executable's footprint from XLA (``st
 
 Time guards: the timed part of a row (after its first call) is capped at
 ``--row-budget-s`` (a row whose first run alone takes half of that is reported from that
-run); a row is skipped once the invocation's ``--budget-s`` is spent or when the previous row
-of its group took longer than what is left. Results are appended to ``OUT/bench.json`` after
-every row (invocations may share one OUT) and the whole table, with the ratios, is rewritten
-to ``OUT/bench.md``.
+run); a row is skipped once the invocation's ``--budget-s`` is spent, or when the cheapest
+row already run in its group (same framework, modality, B, N) took longer than what is left.
+Results are appended to ``OUT/bench.json`` after every row (invocations may share one OUT)
+and the whole table, with the ratios, is rewritten to ``OUT/bench.md``.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ PRESET_DEFAULTS = {
     "vit-b16": dict(
         batch_sizes="64,256",
         galleries="25000,1000000",
-        precisions="fp32,bf16",
+        precisions="bf16,fp32,tf32",
         tf32_methods="tcr",
         source_pairs=32,
     ),
@@ -182,7 +182,7 @@ def random_token_ids(cfg, batch_size: int, seed: int) -> np.ndarray:
 
 
 class Budget:
-    """Wall-clock budget of one invocation, with the last cost seen per row group."""
+    """Wall-clock budget of one invocation, with the cheapest row seen per row group."""
 
     def __init__(self, total_s: float, row_s: float):
         self.start = time.perf_counter()
@@ -193,13 +193,16 @@ class Budget:
     def left(self) -> float:
         return self.total_s - (time.perf_counter() - self.start)
 
+    def record(self, row: Row, seconds: float) -> None:
+        self.cost[row.group] = min(seconds, self.cost.get(row.group, float("inf")))
+
     def why_skip(self, row: Row) -> str | None:
         left = self.left()
         if left <= 0:
             return "skipped: invocation budget spent"
-        expected = self.cost.get(row.group)
-        if expected is not None and expected > left:
-            return f"skipped: a similar row took {expected:.0f} s, {left:.0f} s left"
+        cheapest = self.cost.get(row.group)
+        if cheapest is not None and cheapest > left:
+            return f"skipped: the cheapest similar row took {cheapest:.0f} s, {left:.0f} s left"
         return None
 
 
@@ -231,14 +234,14 @@ def measure(
     sync()
     estimate = time.perf_counter() - start
     n = timed_batches(estimate, args.batches, row_s, estimate, args.repeats)
-    best = float("inf")
+    fastest = float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()
         for i in range(n):
             run_batch(i)
         sync()
-        best = min(best, time.perf_counter() - start)
-    return best / n, n, "timed"
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest / n, n, "timed"
 
 
 # ----------------------------------------------------------------------------- memory
@@ -665,6 +668,12 @@ def environment(args) -> dict:
     return info
 
 
+def row_key(record: dict) -> tuple:
+    """What identifies a measurement across invocations."""
+    names = ("preset", "framework", "modality", "batch_size", "gallery_size", "method")
+    return tuple(record.get(k) for k in (*names, "precision"))
+
+
 def load_results(path: Path) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
@@ -700,10 +709,14 @@ def best(records: list[dict], **where) -> dict | None:
 def summary_lines(records: list[dict]) -> list[str]:
     """Speed-ups over the eager reference and REST's cost over tent, per shape."""
     lines = []
-    shapes = sorted({(r["modality"], r["batch_size"], r["gallery_size"]) for r in records})
-    for modality, b, n in shapes:
-        shape = dict(modality=modality, batch_size=b, gallery_size=n)
-        head = f"- {modality} queries, B={b}, N={n}:"
+    keys = ("preset", "modality", "batch_size", "gallery_size")
+    shapes = sorted(
+        {tuple(r.get(k) for k in keys) for r in records},
+        key=lambda s: (s[0] or "", s[1], s[2], s[3]),
+    )
+    for preset, modality, b, n in shapes:
+        shape = dict(preset=preset, modality=modality, batch_size=b, gallery_size=n)
+        head = f"- {preset or ''} {modality} queries, B={b}, N={n}:"
         parts = []
         torch_best = best(records, framework="torch", **shape)
         jax_best = best(records, framework="jax", method="tcr", **shape)
@@ -719,12 +732,14 @@ def summary_lines(records: list[dict]) -> list[str]:
                 t = best(records, framework="torch", precision=p, **shape)
                 if a and t:
                     parts.append(f"{p}: {a['queries_per_s'] / t['queries_per_s']:.2f}x")
+        rests = sorted({r["method"] for r in records if r["method"].startswith("rest")})
         for p in JAX_PRECISIONS:
-            rest = best(records, framework="jax", method="rest", precision=p, **shape)
             tent = best(records, framework="jax", method="tent", precision=p, **shape)
-            if rest and tent:
-                ratio = rest["ms_per_batch"] / tent["ms_per_batch"]
-                parts.append(f"rest/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)")
+            for method in rests:
+                rest = best(records, framework="jax", method=method, precision=p, **shape)
+                if rest and tent:
+                    ratio = rest["ms_per_batch"] / tent["ms_per_batch"]
+                    parts.append(f"{method}/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)")
         if parts:
             lines.append(head + " " + "; ".join(parts))
     return lines
@@ -799,9 +814,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--galleries", default=None, help="default: the preset's (vit-b16: 25000,1000000)"
     )
-    parser.add_argument("--precisions", default=None, help=f"of {JAX_PRECISIONS} (fp32,bf16)")
     parser.add_argument(
-        "--tf32-methods", default=None, help="methods also run in tf32 (vit-b16: tcr)"
+        "--precisions", default=None, help=f"of {JAX_PRECISIONS}; vit-b16: bf16,fp32,tf32"
+    )
+    parser.add_argument(
+        "--tf32-methods", default=None, help="the methods tf32 rows are run for; vit-b16: tcr"
     )
     parser.add_argument("--torch-precisions", default=None, help="default: all on GPU, fp32 on CPU")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per row")
@@ -817,7 +834,16 @@ def parse_args(argv=None):
     )
     parser.add_argument("--row-budget-s", type=float, default=30.0, help="timed-loop limit")
     parser.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    parser.add_argument(
+        "--skip-done", action="store_true", help="leave out rows OUT/bench.json has measured"
+    )
     parser.add_argument("--summarize", action="store_true", help="only rewrite OUT/bench.md")
+    parser.add_argument(
+        "--rest-ratio",
+        action="store_true",
+        help="only print rest/tent time in OUT/bench.json for the first modality, batch size, "
+        "gallery and precision given (nan when either is missing)",
+    )
     parser.add_argument(
         "--topk-check", action="store_true", help="only run topk_check (OUT/topk_check.json)"
     )
@@ -877,6 +903,21 @@ def main(argv=None) -> dict:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "topk_check.json").write_text(json.dumps(records, indent=1))
         return {"topk_check": records}
+    if args.rest_ratio:
+        if out_dir is None:
+            raise SystemExit("--rest-ratio needs --out")
+        rows = load_results(out_dir / "bench.json")["rows"]
+        shape = dict(
+            preset=args.preset,
+            framework="jax",
+            modality=args.modalities[0],
+            batch_size=args.batch_sizes[0],
+            gallery_size=args.galleries[0],
+            precision=args.precisions[0],
+        )
+        rest, tent = best(rows, method="rest", **shape), best(rows, method="tent", **shape)
+        print(f"{rest['ms_per_batch'] / tent['ms_per_batch']:.3f}" if rest and tent else "nan")
+        return {"rest_ratio": shape}
     if args.summarize:
         if out_dir is None:
             raise SystemExit("--summarize needs --out")
@@ -913,8 +954,11 @@ def main(argv=None) -> dict:
     results["runs"].append(environment(args))
     budget = Budget(budget_s, args.row_budget_s)
     benches: dict[str, Any] = {}
+    done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
     for row in plan(args):
-        record = dataclasses.asdict(row)
+        record = {"preset": args.preset, **dataclasses.asdict(row)}
+        if args.skip_done and row_key(record) in done:
+            continue
         skip = budget.why_skip(row)
         if skip:
             record["status"] = skip
@@ -929,9 +973,13 @@ def main(argv=None) -> dict:
                 record["status"] = "ok"
             except Exception as error:  # one failing row (e.g. out of memory) is recorded
                 record["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
-            budget.cost[row.group] = time.perf_counter() - started
+            budget.record(row, time.perf_counter() - started)
             gc.collect()
         print_row(record)
+        # A row measured now replaces an earlier attempt of it that was skipped or failed.
+        results["rows"] = [
+            r for r in results["rows"] if r.get("status") == "ok" or row_key(r) != row_key(record)
+        ]
         results["rows"].append(record)
         if out_dir:
             save_results(out_dir, results)

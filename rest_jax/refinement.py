@@ -101,6 +101,9 @@ def refine_from_topk(
         column_mask = column_mask & first_occurrence_mask(candidate_ids, column_mask)
     candidates = jax.lax.stop_gradient(gallery[candidate_ids])
     logits = queries @ candidates.T / tau
-    positive_ids = top[:, 0]
+    # The first B candidates are n_1(1..B). Reading them from candidate_ids rather than from
+    # `top` again keeps XLA from turning the top-K into a full sort of the (B, N) scores
+    # inside the gradient (measured: 436 ms -> 33 ms per call at 64 x 25k on CPU).
+    positive_ids = candidate_ids[: top.shape[0]]
     positives = jax.lax.stop_gradient(gallery[positive_ids])
     return Refined(logits, column_mask, candidate_ids, positive_ids, positives)
