@@ -126,8 +126,9 @@ def test_real_path_on_tiny_clip_and_coco_fixture(tmp_path):
         "--cache-dir", str(tmp_path / "cache"), "--dataset", "coco",
         "--data-dir", str(tmp_path / "coco"), "--checkpoint", str(tmp_path / "clip"),
         "--methods", "source,tcr,rest", "--image-shifts", "gaussian_noise@5",
-        "--text-shifts", "keyboard@5", "--severity-sweep", "", "--diverse", "mixed", "--diverse-directions", "i2t,t2i",
-        "--no-ablations", "--batch-size", "4", "--adapt", "rest.num_candidates=2",
+        "--text-shifts", "keyboard@5", "--severity-sweep", "", "--diverse", "mixed",
+        "--diverse-directions", "i2t,t2i", "--no-ablations", "--batch-size", "4",
+        "--adapt", "rest.num_candidates=2",
     ]  # fmt: skip
     out = main_job.main(args)
     rows = read_rows(out)
