@@ -20,6 +20,21 @@ import numpy as np
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, corrupt_images
 
 
+def paint_shapes(img, yy, xx, rng, count, centre=(0.1, 0.9), radius=(0.06, 0.2)) -> None:
+    """Paints ``count`` random discs, squares and triangles of random colours into ``img``."""
+    for _ in range(count):
+        cy, cx = rng.uniform(*centre, 2)
+        r = rng.uniform(*radius)
+        kind = rng.integers(3)
+        if kind == 0:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        elif kind == 1:
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        else:
+            mask = (yy - cy > -r) & (yy - cy < r) & (abs(xx - cx) < (yy - cy + r) / 2)
+        img[mask] = rng.uniform(0, 1, 3)
+
+
 def synthetic_scenes(count: int, size: int, seed: int = 0) -> np.ndarray:
     """``count`` uint8 scenes ``(size, size, 3)``: a gradient background and 2-5 coloured discs,
     squares and triangles, like SynthWorld's images."""
@@ -29,17 +44,7 @@ def synthetic_scenes(count: int, size: int, seed: int = 0) -> np.ndarray:
     for n in range(count):
         top, bottom = rng.uniform(0, 1, (2, 3))
         img = top + (bottom - top) * yy[..., None]
-        for _ in range(rng.integers(2, 6)):
-            cy, cx = rng.uniform(0.1, 0.9, 2)
-            r = rng.uniform(0.06, 0.2)
-            kind = rng.integers(3)
-            if kind == 0:
-                mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-            elif kind == 1:
-                mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
-            else:
-                mask = (yy - cy > -r) & (yy - cy < r) & (abs(xx - cx) < (yy - cy + r) / 2)
-            img[mask] = rng.uniform(0, 1, 3)
+        paint_shapes(img, yy, xx, rng, rng.integers(2, 6), (0.1, 0.9), (0.06, 0.2))
         images[n] = img
     return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
 

@@ -489,18 +489,11 @@ def test_normalize_caption():
 
 
 def test_tokenizer_from_tokenizer_json(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
+    from toy import write_word_level_tokenizer
+
     words = ["<|startoftext|>", "<|endoftext|>", "[UNK]", "a", "dog", "runs", "on", "grass"]
-    tok = tokenizers.Tokenizer(
-        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")
-    )
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = tokenizers.processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>",
-        special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],
-    )
-    tok.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[UNK]"}))
+    write_word_level_tokenizer(tmp_path, words)
     tokenize = load_tokenizer(tmp_path, context_length=6)
     ids = tokenize(["a dog runs", "a dog runs on grass grass"])
     assert ids.dtype == np.int32

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from experiments.bench_corruptions import paint_shapes
 from rest_jax.data.image_corruptions import (
     IMAGE_CORRUPTIONS,
     SEVERITIES,
@@ -39,17 +40,7 @@ def draw_scene(size: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     img = np.stack([0.25 + 0.3 * xx, 0.3 + 0.2 * yy, 0.55 - 0.2 * xx], axis=-1)
-    for _ in range(5):
-        cy, cx = rng.uniform(0.15, 0.85, 2)
-        r = rng.uniform(0.08, 0.2)
-        kind = rng.integers(3)
-        if kind == 0:
-            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
-        elif kind == 1:
-            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
-        else:
-            mask = (yy - cy > -r) & (yy - cy < r) & (abs(xx - cx) < (yy - cy + r) / 2)
-        img[mask] = rng.uniform(0, 1, 3)
+    paint_shapes(img, yy, xx, rng, 5, (0.15, 0.85), (0.08, 0.2))
     img *= (0.85 + 0.15 * np.sin(2 * np.pi * (3.3 * xx + 1.7 * yy + rng.uniform())))[..., None]
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 

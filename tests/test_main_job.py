@@ -75,7 +75,9 @@ def write_karpathy_fixture(root: pathlib.Path, n_test: int = 6, n_val: int = 3) 
 def write_tiny_clip(directory: pathlib.Path) -> None:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("tokenizers")
+    from toy import write_word_level_tokenizer
+
     from rest_jax.models import ClipConfig, TextConfig, VisionConfig
 
     words = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
@@ -106,16 +108,7 @@ def write_tiny_clip(directory: pathlib.Path) -> None:
     torch.manual_seed(0)
     model = transformers.CLIPModel(transformers.CLIPConfig(**config.to_hf_dict()))
     model.save_pretrained(directory)
-    tok = tokenizers.Tokenizer(
-        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")
-    )
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = tokenizers.processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>",
-        special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],
-    )
-    tok.save(str(directory / "tokenizer.json"))
-    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": "[UNK]"}))
+    write_word_level_tokenizer(directory, words)
 
 
 def test_real_path_on_tiny_clip_and_coco_fixture(tmp_path):

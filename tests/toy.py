@@ -41,3 +41,21 @@ def toy_problem(seed=0, n_gallery=12, n_queries=20, d_in=8, dim=6, dtype=jnp.flo
     picks = jnp.arange(n_queries) % n_gallery
     queries = clean[picks] * 1.5 + 0.8 + 0.2 * jax.random.normal(ks, (n_queries, d_in), dtype)
     return params, gallery, queries, clean
+
+
+def write_word_level_tokenizer(directory, words, pad_token="[UNK]"):
+    """Writes a word-level ``tokenizer.json`` (words[0] = start, words[1] = end of text)."""
+    import json
+
+    import tokenizers
+
+    tok = tokenizers.Tokenizer(
+        tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]")
+    )
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single=f"{words[0]} $A {words[1]}",
+        special_tokens=[(words[0], 0), (words[1], 1)],
+    )
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": pad_token}))
