@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rest_jax.adapter import Adapter
+from rest_jax.adapter import Adapter, pad_batch
 from rest_jax.checkpoint import StreamCheckpointer
 from rest_jax.step import AdaptState
 
@@ -392,8 +392,6 @@ def _saved_rows(checkpointer: StreamCheckpointer, done: int):
 
 def batches_from_array(inputs: Any, batch_size: int, order: np.ndarray | None = None):
     """Yields fixed-size padded batches (with ``mask`` and ``ids``) over the rows of ``inputs``."""
-    from rest_jax.adapter import pad_batch
-
     n = jax.tree.leaves(inputs)[0].shape[0]
     if n == 0:
         raise ValueError("the stream is empty (0 queries)")
