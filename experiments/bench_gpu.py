@@ -25,7 +25,7 @@ Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", 
 ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
 bfloat16 matmuls; LayerNorm, residual stream, gallery scores and losses in float32).
 Galleries of ``--chunk-from`` items or more use ``gallery_chunk_size`` / ``output_top_k``
-when rest_jax's ``AdaptConfig`` has those fields (checked at run time; else the plain path).
+(chunked candidate search and a top-K answer instead of (B, N) scores).
 
 Peak memory: rest_jax rows report the step executable's footprint from XLA (``step_mib``,
 ``compiled.memory_analysis()``) and the process peak so far (``peak_mib``: the device's
@@ -415,7 +415,7 @@ class JaxBench:
         step_bytes = executable_bytes(compiled)
         finite = all(
             bool(jnp.all(jnp.isfinite(leaf)))
-            for leaf in jax.tree.leaves(out.scores)
+            for leaf in jax.tree.leaves((out.scores, out.top_values))
             if jnp.issubdtype(leaf.dtype, jnp.floating)
         )
         live.clear()
@@ -450,17 +450,14 @@ def precision_scope(jax, precision: str):
 
 
 def large_gallery_overrides(gallery_size: int, args) -> dict[str, Any]:
-    """Chunked scoring / top-K output for large galleries, when rest_jax's AdaptConfig has those
-    fields (``gallery_chunk_size``, ``output_top_k``); empty otherwise (plain path)."""
-    from rest_jax.config import AdaptConfig
-
+    """From ``--chunk-from`` items on: chunked gallery search and a top-K answer (the (B, N)
+    score matrix is then formed only by the baselines' whole-gallery losses)."""
     if gallery_size < args.chunk_from:
         return {}
-    fields = {f.name for f in dataclasses.fields(AdaptConfig)}
     out: dict[str, Any] = {}
-    if "gallery_chunk_size" in fields and args.chunk_size:
+    if args.chunk_size:
         out["gallery_chunk_size"] = args.chunk_size
-    if "output_top_k" in fields and args.output_top_k:
+    if args.output_top_k:
         out["output_top_k"] = args.output_top_k
     return out
 
@@ -755,6 +752,24 @@ def notes(record: dict) -> str:
     return ", ".join(parts)
 
 
+def table_rows(records: list[dict]) -> list[dict]:
+    """One record per measurement (its latest ok run, else its latest record), grouped by
+    framework, query modality, gallery and batch size."""
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        key = row_key(r)
+        if r.get("status") == "ok" or latest.get(key, {}).get("status") != "ok":
+            latest[key] = r
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    return sorted(
+        latest.values(),
+        key=lambda r: (
+            r["framework"], r["modality"], r["gallery_size"], r["batch_size"],
+            order.get(r["method"], len(order)), r["precision"],
+        ),
+    )  # fmt: skip
+
+
 def markdown(results: dict) -> str:
     """The results table (all rows so far) and the summary ratios."""
     out = ["# rest_jax step throughput", ""]
@@ -769,7 +784,7 @@ def markdown(results: dict) -> str:
         "| first call s | setup s | peak MiB | step MiB | batches | status | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results["rows"]:
+    for r in table_rows(results["rows"]):
         out.append(
             f"| {r['framework']} | {r['modality']} | {r['batch_size']} | {r['gallery_size']} "
             f"| {r['method']} | {r['precision']} | {_fmt(r.get('queries_per_s'))} "

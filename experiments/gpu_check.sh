@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Every GPU throughput measurement of rest_jax in one run (budgets sized for ~6 min on an H100).
+# Every GPU throughput measurement of rest_jax in one run (sized for ~7 min on an H100).
 #
 #   OUT=/path/to/output bash experiments/gpu_check.sh
 #
 # Run from the repository root on a machine with jax[cuda], flax, optax, torch and
 # transformers already installed; nothing is downloaded (PYTHONPATH, no pip). Writes, under $OUT:
 #   bench.json, bench.md  the table (rows appended as they finish, so a cut run keeps them)
-#   topk_check.json       whether REST's top-K survives as a TopK inside the gradient
+#   topk_check.json       whether a top-K survives as a TopK inside a gradient
 #   log.txt               everything printed
-# Order (most important first): torch reference rows, then rest_jax rows: image queries
-# B=64 N=25k (tcr/rest/tent/source in bf16 then fp32, tcr in tf32); REST's ablations when REST
-# costs over 10% more than tent there; then B=256, text queries, N=1M. Each stage has a soft
-# budget (rows that do not fit are recorded as skipped) and a hard timeout. Override the budgets with TORCH_BUDGET / JAX_BUDGET (seconds); PRESET=small
-# runs the same stages with tiny towers (a CPU smoke test of this script).
+# Stages, most important first (each has a soft budget, rows that do not fit are recorded as
+# skipped, and a hard timeout):
+#   1. the eager torch reference: image and text queries, B=64, N=25k, fp32 / tf32 / bf16;
+#   2. rest_jax, image B=64 N=25k: tcr, rest, tent, source in bf16, then tcr in fp32 and tf32;
+#      REST's ablations when REST costs over 10% more than tent there;
+#   3. gallery scale: image B=64 N=1M (chunked search, top-K answer) for rest, tcr, tent;
+#   4. text queries B=64 N=25k, then B=256, in bf16;
+#   5. whatever of the whole grid the time left allows.
+# Budgets: TORCH_BUDGET, JAX_BUDGET (seconds). PRESET=small runs the same stages with tiny
+# towers and N=100k in place of 1M (a CPU smoke test of this script).
 set -u
 
 : "${OUT:?set OUT to an output folder}"
@@ -21,10 +26,12 @@ LOG="$OUT/log.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch run one after the other
 export TF_CPP_MIN_LOG_LEVEL=2
-TORCH_BUDGET=${TORCH_BUDGET:-70}
-JAX_BUDGET=${JAX_BUDGET:-240}
+TORCH_BUDGET=${TORCH_BUDGET:-60}
+JAX_BUDGET=${JAX_BUDGET:-300}
 PRESET=${PRESET:-vit-b16}
 BENCH=(python -m experiments.bench_gpu --preset "$PRESET" --out "$OUT")
+JAX_ROWS=("${BENCH[@]}" --framework jax --batches 10 --row-budget-s 8)
+[ "$PRESET" = small ] && PRECISION=fp32 && BIG=100000 || { PRECISION=bf16; BIG=1000000; }
 
 stage() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"; }
 
@@ -37,6 +44,19 @@ run_stage() {
   [ "$status" -eq 0 ] || stage "stage exited with status $status (124 = timed out)"
 }
 
+# jax_stage share_of_budget_in_percent description args...: a rest_jax stage with a slice of
+# what is left of JAX_BUDGET.
+JAX_START=$SECONDS
+jax_stage() {
+  local share=$1 what=$2
+  shift 2
+  local left=$((JAX_BUDGET - (SECONDS - JAX_START)))
+  local budget=$((left * share / 100))
+  stage "rest_jax: $what (${budget}s of ${left}s left)"
+  [ "$budget" -gt 10 ] || { stage "skipped: no time left"; return; }
+  run_stage $((budget + 90)) "${JAX_ROWS[@]}" --budget-s "$budget" "$@"
+}
+
 stage "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$LOG" 2>&1
 run_stage 60 python -c "import jax, torch, transformers, flax, optax; \
@@ -44,37 +64,44 @@ print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__, 
 torch.cuda.is_available() and torch.cuda.get_device_name(0)); \
 print('transformers', transformers.__version__)"
 
+# A tiny-tower run first: if rest_jax cannot run a step here, stop now (and save the time).
+stage "smoke: tiny towers, rest and tent"
+run_stage 120 python -m experiments.bench_gpu --preset small --out "$OUT/smoke" --framework jax \
+  --methods rest,tent --modalities image --batch-sizes 64 --galleries 25000 \
+  --precisions "$PRECISION" --batches 3 --budget-s 60
+if ! grep -q '"status": "ok"' "$OUT/smoke/bench.json" 2>/dev/null; then
+  stage "the smoke run failed: stopping"
+  tail -40 "$LOG"
+  exit 3
+fi
+
 stage "top-K inside the gradient"
 run_stage 90 "${BENCH[@]}" --topk-check
 
 stage "eager torch reference (budget ${TORCH_BUDGET}s)"
 run_stage $((TORCH_BUDGET + 45)) "${BENCH[@]}" --framework torch --batches 5 \
-  --budget-s "$TORCH_BUDGET" --row-budget-s 15
+  --budget-s "$TORCH_BUDGET" --row-budget-s 10 --batch-sizes 64 --galleries 25000
 
 JAX_START=$SECONDS
 FIRST=(--modalities image --batch-sizes 64 --galleries 25000)
-HEAD_BUDGET=$((JAX_BUDGET * 5 / 8))
-stage "rest_jax: image B=64 N=25k (${HEAD_BUDGET}s of ${JAX_BUDGET}s)"
-run_stage $((HEAD_BUDGET + 90)) "${BENCH[@]}" --framework jax --batches 10 \
-  --budget-s "$HEAD_BUDGET" --row-budget-s 10 "${FIRST[@]}"
+jax_stage 35 "image B=64 N=25k, $PRECISION" "${FIRST[@]}" --precisions "$PRECISION" \
+  --methods rest,tent,tcr,source
+[ "$PRESET" = small ] || jax_stage 25 "image B=64 N=25k, tcr fp32/tf32" "${FIRST[@]}" \
+  --methods tcr --precisions fp32,tf32
 
 # When REST costs over 10% more than tent there, time its ablations (which part costs what).
-[ "$PRESET" = small ] && PRECISION=fp32 || PRECISION=bf16
 RATIO=$("${BENCH[@]}" "${FIRST[@]}" --precisions "$PRECISION" --rest-ratio 2>>"$LOG")
 stage "rest/tent time ($PRECISION, image B=64 N=25k): $RATIO"
 if python -c "import sys; sys.exit(0 if float('$RATIO') > 1.1 else 1)" 2>/dev/null; then
-  stage "REST ablations"
-  run_stage $((JAX_BUDGET / 4 + 60)) "${BENCH[@]}" --framework jax --batches 10 \
-    --budget-s $((JAX_BUDGET / 4)) --row-budget-s 10 "${FIRST[@]}" --precisions "$PRECISION" \
+  jax_stage 30 "REST ablations" "${FIRST[@]}" --precisions "$PRECISION" \
     --methods rest-k1,rest-nodecouple,rest-nocon
 fi
 
-LEFT=$((JAX_BUDGET - (SECONDS - JAX_START)))
-stage "rest_jax: the other shapes (${LEFT}s left)"
-if [ "$LEFT" -gt 20 ]; then
-  run_stage $((LEFT + 90)) "${BENCH[@]}" --framework jax --batches 10 --budget-s "$LEFT" \
-    --row-budget-s 10 --skip-done
-fi
+jax_stage 40 "image B=64 N=$BIG (chunked)" --modalities image --batch-sizes 64 \
+  --galleries "$BIG" --precisions "$PRECISION" --methods rest,tcr,tent
+jax_stage 50 "text B=64 and image/text B=256, N=25k" --galleries 25000 \
+  --precisions "$PRECISION" --methods rest,tent,tcr --skip-done
+jax_stage 100 "the rest of the grid" --skip-done
 
 stage "summary"
 "${BENCH[@]}" --summarize >/dev/null 2>>"$LOG"

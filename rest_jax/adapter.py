@@ -156,7 +156,7 @@ class Adapter:
             guard=init_guard(),
         )
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
-        step_fn = jax.jit(make_step(apply_fn, config, optimizer), donate_argnums=0)
+        step_fn = jax.jit(make_step(apply_fn, config, optimizer, mesh), donate_argnums=0)
         adapter = cls(config, selection, constants, step_fn, apply_fn, mesh)
         if input_spec is not None:
             adapter._set_spec(input_spec)

@@ -105,6 +105,16 @@ class AdaptConfig:
     """DeYO: queries are images (NHWC); None infers it from the inputs (a 4-D array)."""
     # --- end of baseline hyperparameters.
 
+    # Gallery scale (rest_jax/retrieval.py).
+    gallery_chunk_size: int | None = None
+    """Score the gallery this many rows at a time wherever only a top-K is needed (TCR/REST's
+    candidate search, ``output_top_k``): memory O(B (C + K)) instead of O(B N). ``None``: one
+    (B, N) matrix. The baselines' losses are softmaxes over the whole gallery and always form
+    it."""
+    output_top_k: int | None = None
+    """Return each query's ``k`` best gallery items (``StepOutputs.top_values``/``top_ids``)
+    instead of its (B, N) score row (``StepOutputs.scores`` is then ``None``)."""
+
     # Robustness.
     rollback_nonfinite: bool = True
     """Keep the previous state when a batch would make it non-finite (counted in metrics)."""
@@ -145,6 +155,12 @@ class AdaptConfig:
             raise ValueError(
                 f"unknown decoupling_mode {self.decoupling_mode!r}; expected {DECOUPLING_MODES}"
             )
+        if self.gallery_chunk_size is not None and self.gallery_chunk_size < 1:
+            raise ValueError(
+                f"gallery_chunk_size must be >= 1 or None, got {self.gallery_chunk_size}"
+            )
+        if self.output_top_k is not None and self.output_top_k < 1:
+            raise ValueError(f"output_top_k must be >= 1 or None, got {self.output_top_k}")
         for name in ("tau", "baseline_tau", "consistency_tau", "reference_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -110,14 +110,13 @@ def identical_rows(inputs: PyTree, valid: jax.Array) -> jax.Array:
     return (jnp.sum(valid) >= 2) & jnp.all(same | ~valid)
 
 
-def distinct_top1_fraction(scores: jax.Array, valid: jax.Array) -> jax.Array:
+def distinct_top1_fraction(top1: jax.Array, valid: jax.Array) -> jax.Array:
     """Distinct top-1 items among the valid rows, divided by their number (1 when none).
 
-    ``d = |{argmax_j S_ij : i valid}| / |{i valid}|``; 1/B means every query retrieves the
-    same item. Cost: an argmax and a sort of B integers.
+    ``d = |{top1_i : i valid}| / |{i valid}|`` with ``top1_i = argmax_j S_ij`` (B,) int;
+    1/B means every query retrieves the same item. Cost: a sort of B integers.
     """
-    top = jnp.argmax(scores, axis=1).astype(jnp.int32)
-    top = jnp.sort(jnp.where(valid, top, -1))
+    top = jnp.sort(jnp.where(valid, top1.astype(jnp.int32), -1))
     new = jnp.concatenate([top[:1] >= 0, (top[1:] != top[:-1]) & (top[1:] >= 0)])
     count = jnp.sum(valid)
     return jnp.where(count > 0, jnp.sum(new) / jnp.maximum(count, 1), 1.0).astype(jnp.float32)

@@ -82,6 +82,9 @@ def _summarise(outputs, keep: str, top_k: int):
         kept["answered"] = outputs.answered
     if keep == "scores":
         kept["scores"] = outputs.scores
+    elif keep == "topk" and outputs.scores is None:  # the step searched its own top-K
+        kept["topk_scores"] = outputs.top_values[:, :top_k]
+        kept["topk_ids"] = outputs.top_ids[:, :top_k]
     elif keep == "topk":
         answered = outputs.answered[:, None]
         scores = jnp.where(answered, outputs.scores, -jnp.inf)
@@ -288,6 +291,14 @@ def run_stream(
     gallery_size = adapter.constants.gallery.shape[0]
     if keep == "topk" and not 1 <= top_k <= gallery_size:
         raise ValueError(f"top_k must be in 1..{gallery_size} (the gallery size), got {top_k}")
+    step_top_k = adapter.config.output_top_k
+    if step_top_k is not None and keep == "scores":
+        raise ValueError(
+            f"keep='scores' needs the full score rows, but output_top_k={step_top_k} makes the "
+            "step return a top-K only: use keep='topk' or 'metrics'"
+        )
+    if step_top_k is not None and keep == "topk" and top_k > step_top_k:
+        raise ValueError(f"top_k ({top_k}) is larger than the step's output_top_k ({step_top_k})")
     if lag < 0:
         raise ValueError(f"lag must be >= 0, got {lag}")
     if checkpoint_dir is not None and checkpoint_every < 1:

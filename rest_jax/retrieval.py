@@ -14,6 +14,8 @@ ties broken towards the lower gallery index, as ``lax.top_k`` does):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +150,24 @@ def sharded_topk(
         out_specs=(P(), P()),
         check_vma=False,
     )(queries, gallery)
+
+
+TopKFn = Callable[[jax.Array, jax.Array, int], tuple[jax.Array, jax.Array]]
+
+
+def make_topk(chunk_size: int | None = None, mesh: Mesh | None = None) -> TopKFn:
+    """The gallery search a run uses: ``search(queries, gallery, k) -> (values, indices)``.
+
+    Args:
+      chunk_size: score the gallery this many rows at a time (None: all at once).
+      mesh: a 1-D mesh whose axis the gallery rows are split over (see
+        :func:`shard_gallery`; the row count must be a multiple of the axis size): local
+        top-K per shard, then a global top-K. None: one device.
+
+    Returns:
+      A function of ``(queries (B, d), gallery (N, d), k)``, usable inside ``jit``.
+    """
+    if mesh is None:
+        return lambda q, g, k: topk(q, g, k, chunk_size=chunk_size)
+    (axis,) = mesh.axis_names
+    return lambda q, g, k: sharded_topk(q, g, k, mesh, axis=axis, chunk_size=chunk_size)

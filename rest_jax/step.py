@@ -1,8 +1,10 @@
 """The online adaptation step: a pure ``(state, batch) -> (state, outputs)`` transition.
 
 One call processes one batch of the stream: ``config.steps`` optimisation steps of the chosen
-method inside a ``lax.scan``, the scores kept from the last step's forward (computed before
-its update), the state carried to the next batch. Shapes are static along the stream (the
+method inside a ``lax.scan``, the batch answered from the last step's query embeddings
+(computed before its update) as (B, N) scores or, with ``config.output_top_k``, a top-K
+searched chunk by chunk (``config.gallery_chunk_size``) or shard by shard (a mesh), the state
+carried to the next batch. Shapes are static along the stream (the
 last batch is padded and carries a mask), so the jitted step compiles once. Frozen params,
 the gallery and the initial state travel in :class:`StreamConstants`, never donated.
 
@@ -33,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rest_jax import methods
+from rest_jax import methods, retrieval
 from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import GradientDecouplingState, contrastive_reference, gradient_decoupling
 from rest_jax.guards import (
@@ -103,7 +105,7 @@ class StepOutputs(NamedTuple):
 
     Attributes:
       scores: (B, N) scores of the batch (rows of padded queries are meaningless; rows of
-        valid queries with non-finite inputs are NaN).
+        valid queries with non-finite inputs are NaN); ``None`` with ``config.output_top_k``.
       metrics: dict of (steps,) arrays, one entry per optimisation step.
       rolled_back: bool scalar, the update was rejected (non-finite, degenerate, or no
         usable row).
@@ -113,14 +115,19 @@ class StepOutputs(NamedTuple):
         non-finite inputs), ``distinct_top1`` (fraction of distinct top-1 items among the
         answered rows), ``collapse_ema`` (the guard's EMA) and ``degenerate`` (all valid
         rows identical).
+      top_values: with ``config.output_top_k = k``, (B, k) best scores per query, descending
+        (NaN on rows that are not ``answered``); else ``None``.
+      top_ids: (B, k) int32 gallery indices of ``top_values`` (-1 on rows not answered).
     """
 
-    scores: jax.Array
+    scores: jax.Array | None
     metrics: dict[str, jax.Array]
     rolled_back: jax.Array
     reset: jax.Array = False
     answered: jax.Array | None = None
     batch_metrics: dict[str, jax.Array] | None = None
+    top_values: jax.Array | None = None
+    top_ids: jax.Array | None = None
 
 
 def make_optimizer(
@@ -190,6 +197,7 @@ def make_step(
     apply_fn: ApplyFn,
     config: AdaptConfig,
     optimizer: optax.GradientTransformationExtraArgs,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[AdaptState, dict, StreamConstants], tuple[AdaptState, StepOutputs]]:
     """Builds the pure per-batch transition ``step(state, batch, constants)``.
 
@@ -197,6 +205,8 @@ def make_step(
       apply_fn: the query encoder, ``apply_fn(params, inputs) -> (B, d)`` features.
       config: the run's configuration (``config.method`` picks the method).
       optimizer: from :func:`make_optimizer` (its reference, if any, lives in the state).
+      mesh: a 1-D mesh the gallery rows are sharded over (top-K searches then run per shard,
+        :func:`rest_jax.retrieval.sharded_topk`); None: one device.
 
     Returns:
       ``step(state, batch, constants) -> (state, StepOutputs)`` where ``batch`` is a dict with
@@ -204,9 +214,17 @@ def make_step(
       Jit it with ``donate_argnums=0``.
     """
     method = methods.get(config.method)
+    search = retrieval.make_topk(config.gallery_chunk_size, mesh)
 
     def step(state: AdaptState, batch: dict, constants: StreamConstants):
         encode = make_encode(apply_fn, constants.frozen)
+        gallery = constants.gallery
+        num_items, dim = gallery.shape
+        if config.output_top_k is not None and config.output_top_k > num_items:
+            raise ValueError(
+                f"output_top_k ({config.output_top_k}) is larger than the gallery ({num_items})"
+            )
+        out_dtype = jnp.promote_types(gallery.dtype, jnp.float32)
         mask = jnp.asarray(batch["mask"], bool)
         inputs = batch["inputs"]
         finite = finite_rows(inputs)
@@ -236,6 +254,7 @@ def make_step(
             optimizer=optimizer,
             config=config,
             initial=constants.initial,
+            topk=lambda q, k: search(q, gallery, k),
         )
 
         def one_step(carry, step_index):
@@ -246,15 +265,13 @@ def make_step(
             if dstate is not None:
                 metrics["reference_cosine"] = dstate.cosine
                 metrics["projected"] = dstate.projected
-            scores = out.scores.astype(score_dtype)
-            return (out.adapted, out.opt_state, out.method_state, scores), metrics
+            queries = out.queries.astype(out_dtype)
+            return (out.adapted, out.opt_state, out.method_state, queries), metrics
 
-        batch_size = valid.shape[0]
-        score_dtype = jnp.promote_types(constants.gallery.dtype, jnp.float32)
-        scores0 = jnp.zeros((batch_size, constants.gallery.shape[0]), score_dtype)
-        (adapted, opt_state, mstate, scores), metrics = jax.lax.scan(
+        queries0 = jnp.zeros((valid.shape[0], dim), out_dtype)
+        (adapted, opt_state, mstate, queries), metrics = jax.lax.scan(
             one_step,
-            (start.adapted, opt_state, start.method_state, scores0),
+            (start.adapted, opt_state, start.method_state, queries0),
             jnp.arange(config.steps),
         )
         new_state = start._replace(
@@ -265,8 +282,16 @@ def make_step(
             key=key,
         )
 
-        def answer(adapted):
-            return (encode(adapted, inputs) @ constants.gallery.T).astype(score_dtype)
+        def encode_batch(adapted):
+            return encode(adapted, inputs).astype(out_dtype)
+
+        def answer(queries):
+            """The batch's answer: (B, N) scores, or the (B, k) top-K, plus each top-1 id."""
+            if config.output_top_k is None:
+                scores = (queries @ gallery.T).astype(out_dtype)
+                return scores, None, None, jnp.argmax(scores, axis=1)
+            values, ids = search(queries, gallery, config.output_top_k)
+            return None, values.astype(out_dtype), ids.astype(jnp.int32), ids[:, 0]
 
         # Reject the update (state exactly as it was, counted) when no row is usable, the
         # batch is degenerate, or the state or the scores would become non-finite.
@@ -276,12 +301,13 @@ def make_step(
             degenerate = identical_rows(inputs, valid)
             ok = ok & ~degenerate
         if config.rollback_nonfinite:
-            ok = ok & all_finite((adapted, opt_state, mstate)) & all_finite(scores)
+            ok = ok & all_finite((adapted, opt_state, mstate)) & all_finite(queries)
         new_state = tree_select(ok, new_state, state)
         new_state = new_state._replace(num_rollbacks=state.num_rollbacks + (~ok).astype(jnp.int32))
-        scores = jax.lax.cond(ok, lambda: scores, lambda: answer(state.adapted))
+        queries = jax.lax.cond(ok, lambda: queries, lambda: encode_batch(state.adapted))
+        answers = answer(queries)
 
-        distinct = distinct_top1_fraction(scores, answered)
+        distinct = distinct_top1_fraction(answers[-1], answered)
         reset = jnp.zeros((), bool)
         if config.collapse_guard:
             guard, reset = update_guard(
@@ -302,20 +328,29 @@ def make_step(
             new_state = tree_select(reset, restored, new_state)._replace(
                 guard=guard, num_resets=new_state.num_resets + reset.astype(jnp.int32)
             )
-            scores = jax.lax.cond(reset, lambda: answer(initial.adapted), lambda: scores)
+            answers = jax.lax.cond(
+                reset, lambda: answer(encode_batch(initial.adapted)), lambda: answers
+            )
 
         nonfinite_rows = jnp.sum(mask & ~finite).astype(jnp.int32)
         new_state = new_state._replace(
             num_nonfinite_rows=new_state.num_nonfinite_rows + nonfinite_rows
         )
-        scores = jnp.where((mask & ~finite)[:, None], jnp.nan, scores).astype(score_dtype)
+        scores, top_values, top_ids, _ = answers
+        if scores is not None:
+            scores = jnp.where((mask & ~finite)[:, None], jnp.nan, scores)
+        else:
+            top_values = jnp.where(answered[:, None], top_values, jnp.nan)
+            top_ids = jnp.where(answered[:, None], top_ids, -1)
         batch_metrics = {
             "nonfinite_rows": nonfinite_rows,
             "degenerate": degenerate,
             "distinct_top1": distinct,
             "collapse_ema": new_state.guard.ema,
         }
-        return new_state, StepOutputs(scores, metrics, ~ok, reset, answered, batch_metrics)
+        return new_state, StepOutputs(
+            scores, metrics, ~ok, reset, answered, batch_metrics, top_values, top_ids
+        )
 
     return step
 

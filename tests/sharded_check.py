@@ -51,7 +51,7 @@ def check_refinement(mesh):
 
 
 def check_rest_stream(mesh):
-    params, gallery, queries, clean = toy_problem(seed=3, n_gallery=32, n_queries=40)
+    params, gallery, queries, clean = toy_problem(seed=3, n_gallery=64, n_queries=40)
     config = preset("rest", num_candidates=2, learning_rate=1e-2)
     results = []
     for m in (None, mesh):
@@ -60,11 +60,22 @@ def check_rest_stream(mesh):
             source=(clean[:16], gallery[:16]), mesh=m,
         )  # fmt: skip
         results.append(run_stream(adapter, batches_from_array(queries, 16)))
-    single, sharded = results
+    # The gallery-scale path: chunked candidate search and a top-K answer, shard by shard
+    # (8 rows per shard: two chunks of 5, the second padded).
+    adapter = Adapter.create(
+        toy_apply, params, gallery, config=config.replace(gallery_chunk_size=5, output_top_k=4),
+        rules=[(r"^ln/", True)], source=(clean[:16], gallery[:16]), mesh=mesh,
+    )  # fmt: skip
+    results.append(run_stream(adapter, batches_from_array(queries, 16), keep="topk", top_k=4))
+    single, sharded, chunked = results
     np.testing.assert_allclose(single.scores, sharded.scores, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(single.final_state), jax.tree.leaves(sharded.final_state)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    for other in (sharded, chunked):
+        for a, b in zip(jax.tree.leaves(single.final_state), jax.tree.leaves(other.final_state)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) >= 1
+    values, ids = jax.lax.top_k(jnp.asarray(single.scores), 4)
+    np.testing.assert_array_equal(chunked.topk_ids, np.asarray(ids))
+    np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-5, atol=1e-6)
 
 
 def main():

@@ -136,6 +136,51 @@ def test_padded_last_batch_equals_unpadded(x64, name):
         np.testing.assert_allclose(v, plain_out.metrics[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
+@pytest.mark.parametrize("name", ["tcr", "rest", "tent"])
+def test_chunked_search_and_topk_output_equal_the_plain_step(x64, name):
+    """Gallery-scale path: chunked candidate search + a top-K answer change nothing else."""
+    params, gallery, queries, clean = toy_problem(seed=5, n_queries=20, dtype=jnp.float64)
+    cfg = preset(name, learning_rate=1e-2)
+    if name == "rest":
+        cfg = cfg.replace(num_candidates=3)
+    source = (clean, gallery) if name == "rest" else None
+
+    def run(**overrides):
+        adapter = Adapter.create(
+            toy_apply, params, gallery, config=cfg.replace(**overrides), rules=LN_ONLY,
+            source=source,
+        )  # fmt: skip
+        keep = "topk" if overrides else "scores"
+        return run_stream(adapter, batches_from_array(queries, 8), keep=keep, top_k=5)
+
+    plain = run()
+    chunked = run(gallery_chunk_size=7, output_top_k=5)  # 40 items: 6 chunks, the last padded
+    values, ids = jax.lax.top_k(jnp.asarray(plain.scores), 5)
+    np.testing.assert_array_equal(chunked.topk_ids, np.asarray(ids))
+    np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-12, atol=1e-14)
+    for a, b in zip(jax.tree.leaves(plain.final_state), jax.tree.leaves(chunked.final_state)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
+    assert chunked.scores is None and chunked.topk_ids.shape == (20, 5)
+
+
+def test_topk_output_errors():
+    params, gallery, queries, _ = toy_problem(seed=6)
+    adapter = Adapter.create(
+        toy_apply, params, gallery, config=preset("tcr", output_top_k=3), rules=LN_ONLY
+    )
+    with pytest.raises(ValueError, match="keep='scores' needs the full score rows"):
+        run_stream(adapter, batches_from_array(queries, 8))
+    with pytest.raises(ValueError, match="larger than the step's output_top_k"):
+        run_stream(adapter, batches_from_array(queries, 8), keep="topk", top_k=4)
+    big = Adapter.create(
+        toy_apply, params, gallery, config=preset("tcr", output_top_k=10_000), rules=LN_ONLY
+    )
+    with pytest.raises(ValueError, match="output_top_k .* larger than the gallery"):
+        big.step(big.init_state(), pad_batch(queries[:4], 4))
+    with pytest.raises(ValueError, match="gallery_chunk_size must be >= 1"):
+        preset("rest", gallery_chunk_size=0)
+
+
 @pytest.mark.parametrize("name", ["source", "tcr", "rest"])
 def test_no_recompilation_along_the_stream(name):
     params, gallery, queries, clean = toy_problem(seed=3, n_queries=23)

@@ -2,7 +2,8 @@
 
 A method is a pair of pure functions: ``init`` builds its own state (bank, running means,
 EMAs...) and ``inner_step`` performs one optimisation step on a batch, returning the batch's
-scores from that step's forward (computed before the update) and scalar metrics.
+query embeddings from that step's forward (computed before the update) and scalar metrics.
+The step engine turns the last step's embeddings into the batch's answer (scores or top-K).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import optax
 
+from rest_jax import retrieval
 from rest_jax.config import AdaptConfig
 
 PyTree = Any
@@ -31,6 +33,8 @@ class StepContext(NamedTuple):
       optimizer: the optax transform that turns gradients into updates.
       config: the run's :class:`AdaptConfig`.
       initial: the initial ``AdaptState`` (for methods that reset to the source state).
+      topk: ``topk(queries, k) -> (values, ids)`` (B, k) over the gallery, chunked or sharded
+        as configured (rest_jax/retrieval.py); use it where only a top-K is needed.
     """
 
     encode: Callable[[PyTree, Any], jax.Array]
@@ -42,15 +46,22 @@ class StepContext(NamedTuple):
     optimizer: optax.GradientTransformationExtraArgs
     config: AdaptConfig
     initial: Any
+    topk: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]] | None = None
+
+    def gallery_topk(self, queries: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+        """``(values, ids)`` (B, k) of the best gallery items: ``topk``, or one plain search."""
+        if self.topk is None:
+            return retrieval.topk(queries, self.gallery, k)
+        return self.topk(queries, k)
 
 
 class InnerResult(NamedTuple):
-    """The outcome of one optimisation step."""
+    """The outcome of one optimisation step (``queries``: (B, d), before the update)."""
 
     adapted: PyTree
     opt_state: optax.OptState
     method_state: PyTree
-    scores: jax.Array
+    queries: jax.Array
     metrics: dict[str, jax.Array]
 
 
@@ -79,10 +90,10 @@ LossFn = Callable[[PyTree], tuple[jax.Array, tuple[jax.Array, PyTree, dict[str, 
 def gradient_update(
     ctx: StepContext, adapted: PyTree, opt_state: optax.OptState, loss_fn: LossFn
 ) -> InnerResult:
-    """One optimiser step on ``loss_fn(adapted) -> (loss, (scores, method_state, metrics))``."""
-    (loss, (scores, method_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    """One optimiser step on ``loss_fn(adapted) -> (loss, (queries, method_state, metrics))``."""
+    (loss, (queries, method_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         adapted
     )
     updates, opt_state = ctx.optimizer.update(grads, opt_state, adapted)
     adapted = optax.apply_updates(adapted, updates)
-    return InnerResult(adapted, opt_state, method_state, scores, {"loss": loss, **metrics})
+    return InnerResult(adapted, opt_state, method_state, queries, {"loss": loss, **metrics})

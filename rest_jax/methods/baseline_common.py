@@ -1,6 +1,7 @@
 """Pieces shared by the baseline methods (METHOD.md section 6).
 
-- Whole-gallery logits: ``S = Q G^T`` (the scores kept for the batch) and ``Z = S / tau_b``.
+- Whole-gallery logits ``Z = Q G^T / tau_b`` (B, N): the baselines' losses are softmaxes over
+  the whole gallery, so they always form this matrix.
 - Entropy filters that count valid rows only: a filter that keeps ``int(fraction * B)`` queries
   uses ``n_valid`` in place of ``B`` (a Python table ``int(fraction * n)`` for ``n = 0..B``,
   indexed with ``n_valid``), so a padded batch selects what the unpadded one would.
@@ -23,16 +24,14 @@ from rest_jax.methods.base import StepContext
 PyTree = Any
 
 
-def gallery_logits(queries: jax.Array, gallery: jax.Array, tau: float):
-    """Scores ``S = Q G^T`` (B, N) and baseline logits ``Z = S / tau``."""
-    scores = queries @ gallery.T
-    return scores, scores / tau
-
-
 def forward(ctx: StepContext, adapted: PyTree, inputs: Any = None):
-    """Encodes ``inputs`` (default: the batch) at ``adapted``; returns ``(scores, logits)``."""
+    """Encodes ``inputs`` (default: the batch) at ``adapted``.
+
+    Returns:
+      ``(queries (B, d), logits Z = Q G^T / tau_b (B, N))``.
+    """
     queries = ctx.encode(adapted, ctx.inputs if inputs is None else inputs)
-    return gallery_logits(queries, ctx.gallery, ctx.config.baseline_tau)
+    return queries, (queries @ ctx.gallery.T) / ctx.config.baseline_tau
 
 
 def selection_counts(batch_size: int, fraction: float) -> np.ndarray:

@@ -177,7 +177,7 @@ class DeyoMethod:
             view_logits = jax.lax.stop_gradient(forward(ctx, adapted, view)[1])
 
         def loss_fn(params):
-            scores, logits = forward(ctx, params)
+            queries, logits = forward(ctx, params)
             terms = deyo_loss(
                 logits,
                 view_logits,
@@ -188,9 +188,9 @@ class DeyoMethod:
                 entropy_weight=cfg.deyo_entropy_weight,
                 plpd_weight=cfg.deyo_plpd_weight,
             )
-            return terms.loss, (scores, terms)
+            return terms.loss, (queries, terms)
 
-        (loss, (scores, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
+        (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
         adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, jnp.any(terms.selected))
         metrics = {
             "loss": loss,
@@ -198,4 +198,4 @@ class DeyoMethod:
             "num_selected": count(terms.selected),
             "plpd": masked_mean(terms.plpd, terms.selected_entropy),
         }
-        return InnerResult(adapted, opt_state, method_state, scores, metrics)
+        return InnerResult(adapted, opt_state, method_state, queries, metrics)

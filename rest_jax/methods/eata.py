@@ -135,7 +135,7 @@ class EataMethod:
             )
 
         def loss_fn(params):
-            scores, logits = forward(ctx, params)
+            queries, logits = forward(ctx, params)
             terms = eata_loss(
                 logits,
                 ctx.valid,
@@ -145,9 +145,9 @@ class EataMethod:
                 entropy_margin=cfg.eata_entropy_margin,
                 decay=cfg.eata_mean_decay,
             )
-            return terms.loss, (scores, terms)
+            return terms.loss, (queries, terms)
 
-        (loss, (scores, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
+        (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
         any_selected = jnp.any(terms.selected)
         adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, any_selected)
         metrics = {
@@ -156,4 +156,4 @@ class EataMethod:
             "num_selected": count(terms.selected),
             "mean_defined": terms.state.defined.astype(jnp.int32),
         }
-        return InnerResult(adapted, opt_state, terms.state, scores, metrics)
+        return InnerResult(adapted, opt_state, terms.state, queries, metrics)

@@ -57,9 +57,9 @@ class ReadMethod:
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
         def loss_fn(params):
-            scores, logits = forward(ctx, params)
+            queries, logits = forward(ctx, params)
             terms = read_loss(logits, ctx.valid)
             metrics = {"reliability": terms.reliability, "balance": terms.balance}
-            return terms.loss, (scores, method_state, metrics)
+            return terms.loss, (queries, method_state, metrics)
 
         return gradient_update(ctx, adapted, opt_state, loss_fn)

@@ -3,7 +3,7 @@
 One method serves both presets: ``tcr`` is K = 1, no de-duplication, no consistency term and
 no decoupling; ``rest`` switches those on. Per optimisation step:
 
-  q = normalize(f_theta(x)), S = Q G^T, Z = refine(S), H = entropy(softmax(Z))
+  q = normalize(f_theta(x)), top-K of S = Q G^T, Z = refine(top-K), H = entropy(softmax(Z))
   at step 0 of the first W batches: bank <- insert(bank, SI, q, g_hat, H)
   E = max H over the bank, m = margin of the bank
   L = l_rem L_REM(H, E) + l_uni L_UNI(q) + l_gap L_GAP(q, g_hat, m) + l_con L_CON(q, g_hat)
@@ -21,7 +21,7 @@ from rest_jax import losses
 from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy
 from rest_jax.methods.base import InnerResult, StepContext, gradient_update
-from rest_jax.refinement import refine
+from rest_jax.refinement import check_num_candidates, refine_from_topk
 
 
 def bank_update_enabled(config: AdaptConfig, batch_index, step_index):
@@ -33,19 +33,16 @@ def bank_update_enabled(config: AdaptConfig, batch_index, step_index):
 
 
 def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
-    """The loss of one step, with the scores, the updated bank and the metrics as aux."""
+    """The loss of one step, with the queries, the updated bank and the metrics as aux.
+
+    The candidates come from ``ctx.gallery_topk`` (no gradient through the search), so with
+    ``gallery_chunk_size`` set the (B, N) score matrix is never formed.
+    """
     cfg = ctx.config
     q = ctx.encode(adapted, ctx.inputs)
-    scores = q @ ctx.gallery.T
-    refined = refine(
-        q,
-        scores,
-        ctx.gallery,
-        ctx.valid,
-        num_candidates=cfg.num_candidates,
-        dedup=cfg.dedup,
-        tau=cfg.tau,
-    )
+    check_num_candidates(cfg.num_candidates, ctx.gallery.shape[0])
+    _, top = ctx.gallery_topk(jax.lax.stop_gradient(q), cfg.num_candidates)
+    refined = refine_from_topk(q, top, ctx.gallery, ctx.valid, dedup=cfg.dedup, tau=cfg.tau)
     h = entropy(refined.logits, refined.column_mask)
     q_const = jax.lax.stop_gradient(q)
     bank = bank_lib.insert(
@@ -89,7 +86,7 @@ def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
         "diag_gap": diag.gap,
         "diag_consistency": diag.consistency,
     }
-    return loss, (scores, bank, metrics)
+    return loss, (q, bank, metrics)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,11 +135,11 @@ class SarMethod:
         cfg = ctx.config
 
         def first_loss(params):
-            scores, logits = forward(ctx, params)
+            queries, logits = forward(ctx, params)
             first = sar_first_filter(logits, ctx.valid, cfg.sar_fraction)
-            return first.loss, (scores, first)
+            return first.loss, (queries, first)
 
-        (loss, (scores, first)), grads = jax.value_and_grad(first_loss, has_aux=True)(adapted)
+        (loss, (queries, first)), grads = jax.value_and_grad(first_loss, has_aux=True)(adapted)
         ascent = sam_ascent(cfg.sar_rho)
         perturbation, _ = ascent.update(grads, ascent.init(adapted))
         perturbed = optax.apply_updates(adapted, perturbation)
@@ -176,4 +176,4 @@ class SarMethod:
             "ema": ema_before_reset,
             "sar_reset": reset.astype(jnp.int32),
         }
-        return InnerResult(new_adapted, new_opt_state, state, scores, metrics)
+        return InnerResult(new_adapted, new_opt_state, state, queries, metrics)

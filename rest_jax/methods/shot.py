@@ -80,7 +80,7 @@ class ShotMethod:
         cfg = ctx.config
 
         def loss_fn(params):
-            scores, logits = forward(ctx, params)
+            queries, logits = forward(ctx, params)
             terms = shot_loss(
                 logits,
                 ctx.valid,
@@ -94,6 +94,6 @@ class ShotMethod:
                 "ce": terms.ce,
                 "num_confident": count(terms.confident),
             }
-            return terms.loss, (scores, method_state, metrics)
+            return terms.loss, (queries, method_state, metrics)
 
         return gradient_update(ctx, adapted, opt_state, loss_fn)

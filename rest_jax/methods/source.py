@@ -12,7 +12,7 @@ from rest_jax.methods.base import InnerResult
 
 @dataclasses.dataclass(frozen=True)
 class SourceMethod:
-    """Scores every batch with the unchanged parameters."""
+    """Encodes every batch with the unchanged parameters."""
 
     name: str = "source"
 
@@ -20,5 +20,5 @@ class SourceMethod:
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        scores = ctx.encode(adapted, ctx.inputs) @ ctx.gallery.T
-        return InnerResult(adapted, opt_state, method_state, scores, {"loss": jnp.zeros(())})
+        queries = ctx.encode(adapted, ctx.inputs)
+        return InnerResult(adapted, opt_state, method_state, queries, {"loss": jnp.zeros(())})

@@ -39,7 +39,7 @@ class TentMethod:
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
         def loss_fn(params):
-            scores, logits = forward(ctx, params)
-            return tent_loss(logits, ctx.valid), (scores, method_state, {})
+            queries, logits = forward(ctx, params)
+            return tent_loss(logits, ctx.valid), (queries, method_state, {})
 
         return gradient_update(ctx, adapted, opt_state, loss_fn)
