@@ -365,10 +365,11 @@ class JaxBench:
 
         jax, jnp = self.jax, self.jax.numpy
         dtype = jnp.bfloat16 if row.precision == "bf16" else jnp.float32
+        attention = self.args.attention if row.precision == "bf16" else None
         if row.modality == "image":
-            encoder, rules = image_encoder(self.cfg, dtype), CLIP_IMAGE_ADAPT_RULES
+            encoder, rules = image_encoder(self.cfg, dtype, attention), CLIP_IMAGE_ADAPT_RULES
         else:
-            encoder, rules = text_encoder(self.cfg, dtype), CLIP_TEXT_ADAPT_RULES
+            encoder, rules = text_encoder(self.cfg, dtype, attention), CLIP_TEXT_ADAPT_RULES
         config, overrides = self.config(row)
         params = self.tower(row.modality)
         gallery = self.gallery(row.gallery_size)
@@ -668,7 +669,7 @@ def environment(args) -> dict:
 def row_key(record: dict) -> tuple:
     """What identifies a measurement across invocations."""
     names = ("preset", "framework", "modality", "batch_size", "gallery_size", "method")
-    return tuple(record.get(k) for k in (*names, "precision"))
+    return tuple(record.get(k) for k in (*names, "precision", "attention"))
 
 
 def load_results(path: Path) -> dict:
@@ -745,6 +746,8 @@ def summary_lines(records: list[dict]) -> list[str]:
 def notes(record: dict) -> str:
     """Overrides (chunked large-gallery path), slow-row timing, non-finite scores."""
     parts = [f"{k}={v}" for k, v in (record.get("overrides") or {}).items()]
+    if record.get("attention"):
+        parts.append(f"attention={record['attention']}")
     if record.get("timing") not in (None, "timed"):
         parts.append(record["timing"])
     if record.get("scores_finite") is False:
@@ -837,6 +840,13 @@ def parse_args(argv=None):
     )
     parser.add_argument("--torch-precisions", default=None, help="default: all on GPU, fp32 on CPU")
     parser.add_argument("--batches", type=int, default=10, help="timed batches per row")
+    parser.add_argument(
+        "--attention",
+        default=None,
+        choices=("xla", "cudnn"),
+        help="jax.nn.dot_product_attention implementation of the bf16 rest_jax rows "
+        "(default: JAX's, i.e. XLA); recorded in the row's notes",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed loops; the fastest counts")
     parser.add_argument("--distinct-batches", type=int, default=2)
     parser.add_argument("--source-pairs", type=int, default=None)
@@ -972,6 +982,8 @@ def main(argv=None) -> dict:
     done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
     for row in plan(args):
         record = {"preset": args.preset, **dataclasses.asdict(row)}
+        if row.framework == "jax" and row.precision == "bf16" and args.attention:
+            record["attention"] = args.attention
         if args.skip_done and row_key(record) in done:
             continue
         skip = budget.why_skip(row)

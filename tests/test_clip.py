@@ -277,6 +277,24 @@ def test_embed_is_normalised_and_towers_work_alone(tiny):
         text_encoder(config)(params["text"], jnp.zeros((2, 17), jnp.int32))
 
 
+def test_attention_implementation_is_passed_to_jax(tiny, monkeypatch):
+    """``attention`` reaches jax.nn.dot_product_attention; "xla" equals the default."""
+    params, images, texts = tiny.params, tiny.images, tiny.texts
+    for encoder, p, x in ((image_encoder, "vision", images), (text_encoder, "text", texts)):
+        base = encoder(tiny.config)(params[p], x)
+        np.testing.assert_array_equal(encoder(tiny.config, attention="xla")(params[p], x), base)
+    seen = []
+    real = jax.nn.dot_product_attention
+
+    def spy(*args, implementation=None, **kwargs):
+        seen.append(implementation)
+        return real(*args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
+    image_encoder(tiny.config, jnp.bfloat16, attention="cudnn")(params["vision"], images)
+    assert seen and set(seen) == {"cudnn"}
+
+
 def test_text_pooling_and_causality(tiny):
     params, texts = tiny.params, tiny.texts
     ids = np.asarray(texts)

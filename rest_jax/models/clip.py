@@ -266,6 +266,7 @@ class SelfAttention(nn.Module):
     num_heads: int
     causal: bool = False
     dtype: Dtype = jnp.float32
+    attention: str | None = None  # jax.nn.dot_product_attention's implementation
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -277,8 +278,11 @@ class SelfAttention(nn.Module):
             return y.reshape(batch, length, self.num_heads, head_dim)
 
         q, k, v = heads("q_proj"), heads("k_proj"), heads("v_proj")
-        # implementation=None lets JAX choose (cuDNN fused attention on GPU when it applies).
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal, implementation=None)
+        # implementation None is XLA's attention (jax 0.10/0.11); "cudnn" is the fused GPU
+        # kernel (bf16/fp16 only).
+        out = jax.nn.dot_product_attention(
+            q, k, v, is_causal=self.causal, implementation=self.attention
+        )
         return _dense(width, "out_proj", self.dtype)(out.reshape(batch, length, width))
 
 
@@ -306,17 +310,19 @@ class EncoderBlock(nn.Module):
     layer_norm_eps: float
     causal: bool = False
     dtype: Dtype = jnp.float32
+    attention: str | None = None
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         y = LayerNorm(self.layer_norm_eps, name="ln_1")(x)
-        x = x + SelfAttention(self.num_heads, self.causal, self.dtype, name="attn")(y)
+        attn = SelfAttention(self.num_heads, self.causal, self.dtype, self.attention, name="attn")
+        x = x + attn(y)
         y = LayerNorm(self.layer_norm_eps, name="ln_2")(x)
         x = x + Mlp(self.mlp_hidden, self.activation, self.dtype, name="mlp")(y)
         return x.astype(jnp.float32)
 
 
-def _blocks(x: Array, cfg: Any, causal: bool, dtype: Dtype) -> Array:
+def _blocks(x: Array, cfg: Any, causal: bool, dtype: Dtype, attention: str | None) -> Array:
     for i in range(cfg.num_hidden_layers):
         x = EncoderBlock(
             num_heads=cfg.num_attention_heads,
@@ -325,6 +331,7 @@ def _blocks(x: Array, cfg: Any, causal: bool, dtype: Dtype) -> Array:
             layer_norm_eps=cfg.layer_norm_eps,
             causal=causal,
             dtype=dtype,
+            attention=attention,
             name=f"blocks_{i}",
         )(x)
     return x
@@ -336,6 +343,7 @@ class VisionTower(nn.Module):
     config: VisionConfig
     projection_dim: int
     dtype: Dtype = jnp.float32
+    attention: str | None = None
 
     @nn.compact
     def __call__(self, images: Array) -> Array:
@@ -364,7 +372,7 @@ class VisionTower(nn.Module):
         cls = jnp.broadcast_to(cls.astype(jnp.float32), (x.shape[0], 1, width))
         x = jnp.concatenate([cls, x], axis=1) + pos.astype(jnp.float32)
         x = LayerNorm(cfg.layer_norm_eps, name="ln_pre")(x)
-        x = _blocks(x, cfg, causal=False, dtype=self.dtype)
+        x = _blocks(x, cfg, causal=False, dtype=self.dtype, attention=self.attention)
         pooled = LayerNorm(cfg.layer_norm_eps, name="ln_post")(x[:, 0])
         out = _dense(self.projection_dim, "proj", self.dtype, use_bias=False)(pooled)
         return out.astype(jnp.float32)
@@ -380,6 +388,7 @@ class TextTower(nn.Module):
     config: TextConfig
     projection_dim: int
     dtype: Dtype = jnp.float32
+    attention: str | None = None
 
     @nn.compact
     def __call__(self, token_ids: Array) -> Array:
@@ -409,7 +418,7 @@ class TextTower(nn.Module):
             jnp.float32,
         )
         x = x.astype(jnp.float32) + pos[:length].astype(jnp.float32)
-        x = _blocks(x, cfg, causal=True, dtype=self.dtype)
+        x = _blocks(x, cfg, causal=True, dtype=self.dtype, attention=self.attention)
         x = LayerNorm(cfg.layer_norm_eps, name="ln_final")(x)
         pooled = jnp.take_along_axis(
             x, eos_positions(token_ids, cfg.eos_token_id)[:, None, None], axis=1
@@ -448,23 +457,26 @@ class ClipTwoTower(nn.Module):
 
 
 def image_encoder(
-    config: ClipConfig, dtype: Dtype = jnp.float32
+    config: ClipConfig, dtype: Dtype = jnp.float32, attention: str | None = None
 ) -> Callable[[PyTree, Array], Array]:
     """``apply_fn(vision_params, images) -> (B, projection_dim)`` unnormalised image features.
 
     Args:
       config: the model configuration.
       dtype: matmul precision (``jnp.bfloat16`` for bf16 compute; LayerNorm stays float32).
+      attention: ``jax.nn.dot_product_attention``'s ``implementation`` (None or ``"xla"``:
+        XLA; ``"cudnn"``: the fused GPU kernel, bf16/fp16 only).
     """
-    tower = VisionTower(config.vision, config.projection_dim, dtype)
+    tower = VisionTower(config.vision, config.projection_dim, dtype, attention)
     return lambda params, images: tower.apply({"params": params}, images)
 
 
 def text_encoder(
-    config: ClipConfig, dtype: Dtype = jnp.float32
+    config: ClipConfig, dtype: Dtype = jnp.float32, attention: str | None = None
 ) -> Callable[[PyTree, Array], Array]:
-    """``apply_fn(text_params, token_ids) -> (B, projection_dim)`` unnormalised text features."""
-    tower = TextTower(config.text, config.projection_dim, dtype)
+    """``apply_fn(text_params, token_ids) -> (B, projection_dim)`` unnormalised text features
+    (``dtype`` and ``attention`` as in :func:`image_encoder`)."""
+    tower = TextTower(config.text, config.projection_dim, dtype, attention)
     return lambda params, token_ids: tower.apply({"params": params}, token_ids)
 
 
