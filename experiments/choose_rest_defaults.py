@@ -3,9 +3,9 @@
     python -m experiments.choose_rest_defaults [--source-steps ...] [--out docs/rest_defaults.md]
 
 A coordinate search from the current preset: each of K (num_candidates), the consistency
-weight and temperature, and the decoupling strength beta is varied alone; the score is the
-mean R@1 over the validation streams (image shifts for i2t, text shifts for t2i). The table
-of every candidate and the choice go to a markdown file.
+weight and temperature, the decoupling strength beta and the learning rate is varied alone;
+the score is the mean R@1 over the validation streams (image shifts for i2t, text shifts for
+t2i). The table of every candidate and the choice go to a markdown file.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ import numpy as np
 from experiments.config import StudyConfig
 from experiments.data import load_study_data
 from experiments.main import Runner
-from rest_jax.config import REST_DEFAULTS
+from rest_jax.config import REST_DEFAULTS, AdaptConfig
 
 SEARCH = {
     "num_candidates": [2, 4, 8],
     "consistency_weight": [0.0, 0.5, 1.0, 2.0],
     "consistency_tau": [0.05, 0.1],
     "decoupling_beta": [0.0, 0.1, 0.3],
+    "learning_rate": [1e-4, 3e-4, 1e-3],
 }
 
 
@@ -68,7 +69,7 @@ def main(argv=None):
     )
     data = load_study_data(cfg)
     start = time.perf_counter()
-    current = {k: REST_DEFAULTS[k] for k in SEARCH}
+    current = {k: REST_DEFAULTS.get(k, getattr(AdaptConfig(), k)) for k in SEARCH}
     rows = []
     best = score(cfg, data, current)
     rows.append(("start", dict(current), best))
