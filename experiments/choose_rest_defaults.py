@@ -28,7 +28,7 @@ SEARCH = {
     "consistency_weight": [0.0, 0.5, 1.0, 2.0],
     "consistency_tau": [0.05, 0.1],
     "decoupling_beta": [0.0, 0.1, 0.3],
-    "learning_rate": [1e-4, 3e-4, 1e-3],
+    "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3],
 }
 
 
@@ -55,8 +55,8 @@ def score(cfg: StudyConfig, data, overrides: dict) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-steps", type=int, default=StudyConfig.source_steps)
-    parser.add_argument("--image-shifts", default="gaussian_noise@5,defocus_blur@5,pixelate@5")
-    parser.add_argument("--text-shifts", default="keyboard@5,synonym_replacement@0.3")
+    parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
+    parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
     parser.add_argument("--out", default="docs/rest_defaults.md")
     parser.add_argument("--cache-dir", default=StudyConfig.cache_dir)
     args = parser.parse_args(argv)

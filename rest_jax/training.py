@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -30,16 +31,22 @@ WORLD_STD = (0.25, 0.25, 0.25)
 
 @dataclasses.dataclass(frozen=True)
 class SourceModelConfig:
-    """Size of the source two-tower and its training schedule."""
+    """Size of the source two-tower and its training schedule.
+
+    The defaults train in about 3.5 minutes on a 2-core CPU (~0.05 s per step): 8 px patches
+    (16 tokens per 32 px image), 32 text tokens (SynthWorld captions rarely need more; longer
+    ones are cut, keeping their end-of-text token) and batches of 64, which cost about half as
+    much per example as batches of 128 there (XLA CPU), so the same time buys more updates.
+    """
 
     width: int = 64
     layers: int = 2
     heads: int = 4
-    patch_size: int = 4
+    patch_size: int = 8
     projection_dim: int = 64
-    max_text_len: int = 40
-    steps: int = 1500
-    batch_size: int = 128
+    max_text_len: int = 32
+    steps: int = 4000
+    batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.05
@@ -132,6 +139,44 @@ def make_train_step(model: ClipModel, optimizer: optax.GradientTransformation):
     return step
 
 
+def batch_indices(
+    caption_image_ids: np.ndarray, num_images: int, batch_size: int, steps: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(image ids, caption ids)`` of each training step, in epochs.
+
+    Every epoch visits the images in a fresh random order (``np.random.default_rng(seed)``),
+    ``batch_size`` distinct images per step (the last partial batch of an epoch is dropped), and
+    draws one of each image's captions uniformly, so a batch has no false negatives by identity.
+
+    Args:
+      caption_image_ids: (C,) image index of each caption; every image needs a caption.
+      num_images: number of images N.
+      batch_size: images per step, at most N.
+      steps: number of steps to yield.
+      seed: the sampling seed.
+
+    Yields:
+      int arrays ``(batch_size,)``: image ids and the id of one caption of each.
+    """
+    caption_image_ids = np.asarray(caption_image_ids)
+    if not 0 < batch_size <= num_images:
+        raise ValueError(f"batch_size must be in [1, {num_images}] (images), got {batch_size}")
+    by_image = np.argsort(caption_image_ids, kind="stable")
+    counts = np.bincount(caption_image_ids, minlength=num_images)
+    if len(counts) != num_images or not counts.all():
+        raise ValueError("every image needs at least one caption, and ids must be < num_images")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rng = np.random.default_rng(seed)
+    per_epoch = num_images // batch_size
+    order = rng.permutation(num_images)
+    for i in range(steps):
+        if i and i % per_epoch == 0:
+            order = rng.permutation(num_images)
+        picks = order[(i % per_epoch) * batch_size : (i % per_epoch + 1) * batch_size]
+        offsets = (rng.random(batch_size) * counts[picks]).astype(np.int64)
+        yield picks, by_image[starts[picks] + offsets]
+
+
 def train_contrastive(
     model: ClipModel,
     params: PyTree,
@@ -144,8 +189,8 @@ def train_contrastive(
 ) -> tuple[PyTree, np.ndarray]:
     """Trains both towers with the symmetric contrastive loss.
 
-    Each step draws ``batch_size`` distinct images and one of each image's captions
-    (``np.random.default_rng(cfg.seed)``), so the batch has no false negatives by identity.
+    Each step takes ``batch_size`` distinct images and one caption of each
+    (:func:`batch_indices`), so the batch has no false negatives by identity.
 
     Args:
       model: the two-tower model.
@@ -167,14 +212,12 @@ def train_contrastive(
     )
     opt_state = optimizer.init(params)
     step = make_train_step(model, optimizer)
-    rng = np.random.default_rng(cfg.seed)
-    captions_of = [np.flatnonzero(caption_image_ids == i) for i in range(len(images))]
+    batches = batch_indices(caption_image_ids, len(images), cfg.batch_size, cfg.steps, cfg.seed)
     losses = np.zeros(cfg.steps, np.float32)
     bar = tqdm(range(cfg.steps), desc="source model", disable=not progress, mininterval=2.0)
     pending = []
     for i in bar:
-        picks = rng.choice(len(images), size=cfg.batch_size, replace=False)
-        caption = np.array([rng.choice(captions_of[j]) for j in picks])
+        picks, caption = next(batches)
         params, opt_state, loss = step(params, opt_state, images[picks], token_ids[caption])
         pending.append((i, loss))
         if len(pending) > 4:  # read losses a few steps late: no sync per step

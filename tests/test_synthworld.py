@@ -78,7 +78,9 @@ def test_ambiguity_ceiling_is_far_from_perfect_and_far_from_chance(tiny_test):
     d = tiny_test
     ceiling = sw.oracle_recall_at_1(sw.caption_consistency(d, d, d, TINY), d["caption_image_ids"])
     chance_t2i = 100.0 / TINY.n_test
-    assert 10 * chance_t2i < ceiling["t2i_r1"] < 95.0
+    # Default captions are specific (1000-image test split: t2i ceiling 94.5), yet some stay
+    # ambiguous even among 120 images.
+    assert 10 * chance_t2i < ceiling["t2i_r1"] < 99.5
     assert ceiling["i2t_r1"] > ceiling["t2i_r1"]
 
 
