@@ -67,10 +67,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tent": ("tent", {}),
     "tcr": ("tcr", {}),
     "rest": ("rest", {}),
-    "rest-nocon": ("rest", {"consistency_weight": 0.0}),
+    "rest-con": ("rest", {"consistency_weight": 1.0}),
     "rest-nodecouple": ("rest", {"decoupling": False}),
     "rest-k1": ("rest", {"num_candidates": 1, "dedup": False}),
-    "rest-k1-nocon": ("rest", {"num_candidates": 1, "dedup": False, "consistency_weight": 0.0}),
 }
 PRESET_DEFAULTS = {
     "vit-b16": dict(

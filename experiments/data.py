@@ -33,7 +33,6 @@ class StudyData:
     towers: study.Towers
     source_pairs: dict[str, tuple[Any, np.ndarray]]  # direction -> (query inputs, targets)
     description: dict[str, Any]
-    text_learning_rate: float | None = None
 
 
 def _subset(split: study.RetrievalSplit, max_images: int) -> study.RetrievalSplit:

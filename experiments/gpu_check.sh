@@ -96,7 +96,7 @@ RATIO=$("${BENCH[@]}" "${FIRST[@]}" --precisions "$PRECISION" --rest-ratio 2>>"$
 stage "rest/tent time ($PRECISION, image B=64 N=25k): $RATIO"
 if python -c "import sys; sys.exit(0 if float('$RATIO') > 1.1 else 1)" 2>/dev/null; then
   jax_stage 30 "REST ablations" "${FIRST[@]}" --precisions "$PRECISION" \
-    --methods rest-k1,rest-nodecouple,rest-nocon
+    --methods rest-k1,rest-nodecouple,rest-con
 fi
 
 # JAX's default attention is XLA's; the fused cuDNN kernel (bf16 only) may be much faster.

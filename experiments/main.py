@@ -71,10 +71,12 @@ def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig
     return base.replace(**{**adapt_overrides(cfg, method), **extra})
 
 
+# Each flips one of REST's parts from the preset (whose L_CON is off since the validation
+# search, docs/rest_defaults.md).
 ABLATIONS = {
     "rest-no_decoupling": dict(decoupling=False),
-    "rest-no_consistency": dict(consistency_weight=0.0),
     "rest-no_refinement": dict(num_candidates=1, dedup=False),
+    "rest-with_consistency": dict(consistency_weight=1.0),
 }
 
 
@@ -149,8 +151,6 @@ class Runner:
         if key not in self.adapters:
             encoder, params, rules = self.data.towers.query_side(direction)
             config = adapt_config(self.cfg, method, **ABLATIONS.get(method, {}))
-            if direction == "t2i" and self.data.text_learning_rate is not None:
-                config = config.replace(learning_rate=self.data.text_learning_rate)
             self.adapters[key] = rest_jax.Adapter.create(
                 encoder,
                 params,

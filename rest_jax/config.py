@@ -171,11 +171,11 @@ class AdaptConfig:
 REST_DEFAULTS: dict[str, Any] = dict(
     num_candidates=4,
     dedup=True,
-    consistency_weight=1.0,
+    consistency_weight=0.0,  # the validation search switched L_CON off (docs/rest_defaults.md)
     consistency_tau=0.05,
     decoupling=True,
     decoupling_mode="conflict",
-    decoupling_beta=0.0,
+    decoupling_beta=0.3,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {
