@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 
@@ -82,6 +83,15 @@ def test_ambiguity_ceiling_is_far_from_perfect_and_far_from_chance(tiny_test):
     # ambiguous even among 120 images.
     assert 10 * chance_t2i < ceiling["t2i_r1"] < 99.5
     assert ceiling["i2t_r1"] > ceiling["t2i_r1"]
+    # The ambiguity knobs make a harder world: vaguer captions lower the ceiling.
+    vague = dataclasses.replace(
+        TINY, p_omit_colour=0.5, p_generic_noun=0.3, p_mention_position=0.2, p_mention_size=0.2
+    )
+    v = sw.generate_split(vague, "test", seed=0)
+    vague_ceiling = sw.oracle_recall_at_1(
+        sw.caption_consistency(v, v, v, vague), v["caption_image_ids"]
+    )
+    assert vague_ceiling["t2i_r1"] < ceiling["t2i_r1"] - 10
 
 
 def test_oracle_rejects_a_false_own_caption():
