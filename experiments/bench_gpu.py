@@ -134,34 +134,14 @@ def plan(args) -> list[Row]:
 
 def clip_config(preset: str):
     """The model shapes of a preset."""
-    from rest_jax.models import ClipConfig, TextConfig, VisionConfig, vit_b16
+    from rest_jax.models import vit_b16
+    from rest_jax.training import SourceModelConfig, world_clip_config
 
     if preset == "vit-b16":
         return vit_b16()
-    if preset == "small":
-        width = 64
-        return ClipConfig(
-            vision=VisionConfig(
-                image_size=32,
-                patch_size=8,
-                hidden_size=width,
-                intermediate_size=4 * width,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-            ),
-            text=TextConfig(
-                vocab_size=1000,
-                max_position_embeddings=16,
-                hidden_size=width,
-                intermediate_size=4 * width,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                bos_token_id=998,
-                eos_token_id=999,
-                pad_token_id=0,
-            ),
-            projection_dim=width,
-        )
+    if preset == "small":  # the SynthWorld source model's shapes, 16 text tokens
+        towers = SourceModelConfig(width=64, layers=2, heads=4, patch_size=8, max_text_len=16)
+        return world_clip_config(towers, image_size=32, vocab_size=1000, sot_id=998, eot_id=999)
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESET_DEFAULTS)}")
 
 
@@ -364,7 +344,7 @@ class JaxBench:
 
         jax, jnp = self.jax, self.jax.numpy
         dtype = jnp.bfloat16 if row.precision == "bf16" else jnp.float32
-        attention = self.args.attention if row.precision == "bf16" else None
+        attention = row_attention(row, self.args)
         if row.modality == "image":
             encoder, rules = image_encoder(self.cfg, dtype, attention), CLIP_IMAGE_ADAPT_RULES
         else:
@@ -663,6 +643,11 @@ def environment(args) -> dict:
         except ImportError as error:
             info["torch"] = f"unavailable ({error})"
     return info
+
+
+def row_attention(row: Row, args) -> str | None:
+    """The attention implementation a row runs with: ``--attention`` for bf16 rest_jax rows."""
+    return args.attention if row.framework == "jax" and row.precision == "bf16" else None
 
 
 def row_key(record: dict) -> tuple:
@@ -981,8 +966,8 @@ def main(argv=None) -> dict:
     done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
     for row in plan(args):
         record = {"preset": args.preset, **dataclasses.asdict(row)}
-        if row.framework == "jax" and row.precision == "bf16" and args.attention:
-            record["attention"] = args.attention
+        if row_attention(row, args):
+            record["attention"] = row_attention(row, args)
         if args.skip_done and row_key(record) in done:
             continue
         skip = budget.why_skip(row)

@@ -65,6 +65,21 @@ def source_model_dir(cfg: StudyConfig, world: WorldConfig, model_cfg) -> pathlib
     return pathlib.Path(cfg.cache_dir).absolute() / f"source-{digest}"
 
 
+def clip_towers(model: ClipModel, params, image_inputs, text_inputs) -> study.Towers:
+    """Both towers of a CLIP model with its LayerNorm adaptation rules, and the functions that
+    turn raw images / captions into their inputs."""
+    return study.Towers(
+        image_inputs=image_inputs,
+        text_inputs=text_inputs,
+        image_encoder=model.image_encoder(),
+        text_encoder=model.text_encoder(),
+        image_params=params["vision"],
+        text_params=params["text"],
+        image_rules=CLIP_IMAGE_ADAPT_RULES,
+        text_rules=CLIP_TEXT_ADAPT_RULES,
+    )
+
+
 def synthworld(cfg: StudyConfig) -> StudyData:
     world = WorldConfig(image_size=cfg.image_size or 32, n_train=cfg.world_train_images)
     tokenizer = WorldTokenizer.build()
@@ -95,15 +110,11 @@ def synthworld(cfg: StudyConfig) -> StudyData:
         meta = {"final_loss": float(losses[-20:].mean()), "steps": model_cfg.steps}
         training.save_source_model(directory, params, meta)
     params = jax.tree.map(np.asarray, params)
-    towers = study.Towers(
+    towers = clip_towers(
+        model,
+        params,
         image_inputs=training.image_inputs,
         text_inputs=lambda caps: tokenizer.encode(list(caps), model_cfg.max_text_len),
-        image_encoder=model.image_encoder(),
-        text_encoder=model.text_encoder(),
-        image_params=params["vision"],
-        text_params=params["text"],
-        image_rules=CLIP_IMAGE_ADAPT_RULES,
-        text_rules=CLIP_TEXT_ADAPT_RULES,
     )
     evaluated = generate_split(world, cfg.split, cfg.seed)
     split = _subset(
@@ -153,15 +164,11 @@ def real(cfg: StudyConfig) -> StudyData:
         cfg.checkpoint, context_length=clip_config.text.max_position_embeddings
     )
     model = ClipModel(clip_config)
-    towers = study.Towers(
+    towers = clip_towers(
+        model,
+        params,
         image_inputs=lambda images: np.asarray(preprocess_images(images, info)),
         text_inputs=lambda caps: np.asarray(tokenizer(list(caps))),
-        image_encoder=model.image_encoder(),
-        text_encoder=model.text_encoder(),
-        image_params=params["vision"],
-        text_params=params["text"],
-        image_rules=CLIP_IMAGE_ADAPT_RULES,
-        text_rules=CLIP_TEXT_ADAPT_RULES,
     )
 
     def read(split_name):

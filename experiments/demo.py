@@ -19,6 +19,7 @@ import rest_jax
 
 
 def encoder(params, x):
+    """x (B, d_in) -> tanh dense -> LayerNorm (the adapted part) -> dense -> (B, d)."""
     h = jnp.tanh(x @ params["embed"])
     mean = h.mean(-1, keepdims=True)
     var = ((h - mean) ** 2).mean(-1, keepdims=True)

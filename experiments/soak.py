@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import rest_jax
+from experiments.demo import encoder
 
 
 def rss_mib() -> float:
@@ -44,14 +45,6 @@ def kept_bytes(result) -> int:
     arrays = [result.rolled_back, result.reset]
     arrays += list(result.metrics.values()) + list(result.batch_metrics.values())
     return sum(a.nbytes for a in arrays)
-
-
-def encoder(params, x):
-    h = jnp.tanh(x @ params["embed"])
-    mean = h.mean(-1, keepdims=True)
-    var = ((h - mean) ** 2).mean(-1, keepdims=True)
-    h = (h - mean) / jnp.sqrt(var + 1e-5) * params["ln"]["scale"] + params["ln"]["bias"]
-    return h @ params["head"]
 
 
 def make_problem(seed: int, d_in: int, width: int, dim: int, gallery_size: int):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy import tiny_vision_config
 
 from rest_jax.models import (
     CLIP_IMAGE_ADAPT_RULES,
@@ -57,14 +58,7 @@ def tiny_config(**text_overrides) -> ClipConfig:
     )
     text.update(text_overrides)
     return ClipConfig(
-        vision=VisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        vision=tiny_vision_config(),
         text=TextConfig(**text),
         projection_dim=16,
     )

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy import tiny_vision_config
 
 from rest_jax.models import (
     CLIP_IMAGE_ADAPT_RULES,
@@ -18,7 +19,6 @@ from rest_jax.models import (
     ClipConfig,
     ClipModel,
     TextConfig,
-    VisionConfig,
     image_encoder,
     l2_normalize,
     load_clip,
@@ -40,15 +40,7 @@ _LAYER_NORM_WEIGHT = re.compile(r"(layer_?norm\d?|layrnorm)\.weight$")
 def tiny_config(eos_token_id: int = EOS) -> ClipConfig:
     # Different widths per tower and both activations, so the mapping and act are exercised.
     return ClipConfig(
-        vision=VisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_act="quick_gelu",
-        ),
+        vision=tiny_vision_config(hidden_act="quick_gelu"),
         text=TextConfig(
             vocab_size=100,
             max_position_embeddings=16,

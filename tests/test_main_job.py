@@ -76,22 +76,15 @@ def write_tiny_clip(directory: pathlib.Path) -> None:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    from toy import write_word_level_tokenizer
+    from toy import tiny_vision_config, write_word_level_tokenizer
 
-    from rest_jax.models import ClipConfig, TextConfig, VisionConfig
+    from rest_jax.models import ClipConfig, TextConfig
 
     words = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
     words += "a red green blue yellow black white pink grey brown photo number".split()
     words += [str(j) for j in range(5)]
     config = ClipConfig(
-        vision=VisionConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        vision=tiny_vision_config(),
         text=TextConfig(
             vocab_size=len(words),
             max_position_embeddings=12,

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy import tiny_vision_config
 
 import rest_jax
 from rest_jax.models import (
@@ -20,7 +21,6 @@ from rest_jax.models import (
     ClipConfig,
     TextConfig,
     TextTower,
-    VisionConfig,
     VisionTower,
     image_encoder,
     text_encoder,
@@ -115,14 +115,7 @@ def test_float64_tiny_encoder_matches_step_by_step(x64):
 
 def tiny_clip() -> ClipConfig:
     return ClipConfig(
-        vision=VisionConfig(
-            image_size=16,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-        ),
+        vision=tiny_vision_config(16),
         text=TextConfig(
             vocab_size=64,
             max_position_embeddings=12,

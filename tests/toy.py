@@ -43,6 +43,21 @@ def toy_problem(seed=0, n_gallery=12, n_queries=20, d_in=8, dim=6, dtype=jnp.flo
     return params, gallery, queries, clean
 
 
+def tiny_vision_config(image_size=32, **overrides):
+    """A 2-layer, width-32 CLIP image tower with 8 px patches (``overrides``: any field)."""
+    from rest_jax.models import VisionConfig
+
+    fields = dict(
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
+    return VisionConfig(**{**fields, **overrides})
+
+
 def write_word_level_tokenizer(directory, words, pad_token="[UNK]"):
     """Writes a word-level ``tokenizer.json`` (words[0] = start, words[1] = end of text)."""
     import json

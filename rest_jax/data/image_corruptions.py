@@ -66,6 +66,8 @@ import scipy.ndimage as ndi
 import scipy.signal
 from PIL import Image
 
+from rest_jax.data.seeds import check_non_negative_int
+
 IMAGE_CORRUPTIONS: tuple[str, ...] = (
     "brightness",
     "contrast",
@@ -211,8 +213,8 @@ def corrupt_images(
     images = _check_images(images)
     index = _check_name(name)
     severity = _check_severity(severity)
-    seed = _check_non_negative_int(seed, "seed")
-    ids = [_check_non_negative_int(i, "sample id") for i in np.asarray(sample_ids).reshape(-1)]
+    seed = check_non_negative_int(seed, "seed")
+    ids = [check_non_negative_int(i, "sample id") for i in np.asarray(sample_ids).reshape(-1)]
     if np.ndim(sample_ids) != 1 or len(ids) != images.shape[0]:
         raise ValueError(
             f"sample_ids must be a 1-D sequence of {images.shape[0]} ids (one per image), "
@@ -258,14 +260,6 @@ def _check_severity(severity) -> int:
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be in 1..5, got {severity}")
     return int(severity)
-
-
-def _check_non_negative_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{what} must be a non-negative int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be non-negative, got {value}")
-    return int(value)
 
 
 def _sample_rng(seed: int, sample_id: int, corruption_index: int) -> np.random.Generator:

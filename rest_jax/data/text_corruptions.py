@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rest_jax.data.seeds import check_non_negative_int
+
 CHAR_CORRUPTIONS: tuple[str, ...] = (
     "keyboard",
     "ocr",
@@ -139,8 +141,8 @@ def corrupt_text(text: str, name: str, level, *, seed: int, sample_id: int) -> s
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     index, fraction = _check_name_and_level(name, level)
-    seed = _check_non_negative_int(seed, "seed")
-    sample_id = _check_non_negative_int(sample_id, "sample id")
+    seed = check_non_negative_int(seed, "seed")
+    sample_id = check_non_negative_int(sample_id, "sample id")
     return _corrupt(text, name, index, fraction, seed, sample_id)
 
 
@@ -172,8 +174,8 @@ def corrupt_texts(
         if not isinstance(t, str):
             raise TypeError(f"texts must contain str, got {type(t).__name__}")
     index, fraction = _check_name_and_level(name, level)
-    seed = _check_non_negative_int(seed, "seed")
-    ids = [_check_non_negative_int(i, "sample id") for i in ids]
+    seed = check_non_negative_int(seed, "seed")
+    ids = [check_non_negative_int(i, "sample id") for i in ids]
     return [_corrupt(t, name, index, fraction, seed, i) for t, i in zip(texts, ids)]
 
 
@@ -207,14 +209,6 @@ def _check_name_and_level(name: str, level) -> tuple[int, float]:
             raise ValueError(f"rate of {name!r} must be in (0, 1], got {level}")
         fraction = float(level)
     return TEXT_CORRUPTIONS.index(name), fraction
-
-
-def _check_non_negative_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{what} must be a non-negative int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be non-negative, got {value}")
-    return int(value)
 
 
 def _key(seed: int, sample_id: int, index: int) -> list[int]:
