@@ -206,11 +206,19 @@ class Adapter:
 
         ``index`` (the batch's stream position) only labels error messages.
         """
-        batch = self.check(batch, index)
-        if self.mesh is not None:
-            rows = batch["mask"].shape[0]
-            batch = jax.device_put(batch, _row_sharding(self.mesh, rows, "batch"))
-        return self.step_fn(state, batch, self.constants)
+        return self.step_fn(state, self.place(self.check(batch, index)), self.constants)
+
+    def place(self, batch: dict) -> dict:
+        """Puts a checked batch on the device(s): split along B over the mesh axis when the
+        adapter has a mesh (data parallel), as is otherwise.
+
+        With several processes (``jax.distributed``), every process passes the same global
+        batch and keeps the rows of its own devices.
+        """
+        if self.mesh is None:
+            return batch
+        rows = batch["mask"].shape[0]
+        return jax.device_put(batch, _row_sharding(self.mesh, rows, "batch"))
 
     def params(self, state: AdaptState) -> PyTree:
         """The full parameter tree (adapted and frozen) of a state."""

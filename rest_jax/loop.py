@@ -18,6 +18,7 @@ already done and carries on. On CPU the result is bit-identical to an uninterrup
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from rest_jax.adapter import Adapter, pad_batch
 from rest_jax.checkpoint import StreamCheckpointer
@@ -94,7 +96,12 @@ def _summarise(outputs, keep: str, top_k: int):
     return kept
 
 
-_summarise_jit = jax.jit(_summarise, static_argnums=(1, 2))
+@functools.lru_cache(maxsize=32)
+def _summariser(keep: str, top_k: int, mesh) -> Callable:
+    """The jitted :func:`_summarise`. With a mesh its outputs are replicated, so that every
+    process can read them (a score row sharded along the gallery spans other hosts)."""
+    replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+    return jax.jit(functools.partial(_summarise, keep=keep, top_k=top_k), out_shardings=replicated)
 
 
 def _concat(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -305,6 +312,7 @@ def run_stream(
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
 
     collector = _Collector(keep)
+    summarise = _summariser(keep, top_k, adapter.mesh)
     checkpointer = StreamCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
     fingerprint = _loop_fingerprint(adapter, keep, top_k)
     done = position = 0
@@ -358,8 +366,8 @@ def run_stream(
         for index, batch in enumerate(iterator, start=done):
             checked = adapter.check(batch, index)
             ids = batch.get("ids")
-            state, outputs = adapter.step_fn(state, checked, adapter.constants)
-            device_result = _summarise_jit(outputs, keep, top_k)
+            state, outputs = adapter.step_fn(state, adapter.place(checked), adapter.constants)
+            device_result = summarise(outputs)
             for leaf in jax.tree.leaves(device_result):
                 leaf.copy_to_host_async()
             pending.append((index, ids, checked["mask"], device_result))

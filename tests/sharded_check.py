@@ -1,12 +1,22 @@
-"""Run with 8 simulated devices: sharded top-K, refinement and a rest stream vs one device."""
+"""Sharded top-K, refinement and a rest stream on a device mesh vs one device.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/sharded_check.py
+
+runs them in one process over 8 simulated devices;
+``... sharded_check.py --process-id I --num-processes P --port PORT`` runs them in process I
+of P (``jax.distributed`` over localhost, CPU collectives by gloo), on a mesh of every
+process's devices.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from toy import toy_apply, toy_problem  # noqa: E402
@@ -14,6 +24,13 @@ from toy import toy_apply, toy_problem  # noqa: E402
 from rest_jax import Adapter, batches_from_array, preset, run_stream  # noqa: E402
 from rest_jax.refinement import refine  # noqa: E402
 from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_topk, topk  # noqa: E402
+
+
+def to_host(x):
+    """The whole value of an array, gathered from every process when it spans several."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def check_topk(mesh):
@@ -26,10 +43,10 @@ def check_topk(mesh):
         v1, i1 = jax.jit(
             lambda q, sg, c=chunk: sharded_topk(q, sg, 6, mesh, num_items=203, chunk_size=c)
         )(q, sg)
-        np.testing.assert_array_equal(np.asarray(i0), np.asarray(i1))
-        np.testing.assert_allclose(np.asarray(v0), np.asarray(v1), rtol=1e-6)
+        np.testing.assert_array_equal(to_host(i0), to_host(i1))
+        np.testing.assert_allclose(to_host(v0), to_host(v1), rtol=1e-6)
     v2, i2 = topk(q, g, 6, chunk_size=50)
-    np.testing.assert_array_equal(np.asarray(i0), np.asarray(i2))
+    np.testing.assert_array_equal(to_host(i0), to_host(i2))
 
 
 def check_refinement(mesh):
@@ -47,7 +64,7 @@ def check_refinement(mesh):
     single = jax.jit(run)(q, g)
     sharded = jax.jit(run)(q, shard_gallery(g, mesh))
     for a, b in zip(single, sharded):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(to_host(a), to_host(b), rtol=1e-6, atol=1e-7)
 
 
 def check_rest_stream(mesh):
@@ -71,15 +88,25 @@ def check_rest_stream(mesh):
     np.testing.assert_allclose(single.scores, sharded.scores, rtol=1e-5, atol=1e-6)
     for other in (sharded, chunked):
         for a, b in zip(jax.tree.leaves(single.final_state), jax.tree.leaves(other.final_state)):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) >= 1
+            np.testing.assert_allclose(to_host(a), to_host(b), rtol=1e-5, atol=1e-6)
+    assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) == mesh.size
     values, ids = jax.lax.top_k(jnp.asarray(single.scores), 4)
     np.testing.assert_array_equal(chunked.topk_ids, np.asarray(ids))
     np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-5, atol=1e-6)
 
 
 def main():
-    print(f"devices={jax.device_count()}")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--process-id", type=int)
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    if args.num_processes is not None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            f"localhost:{args.port}", num_processes=args.num_processes, process_id=args.process_id
+        )
+    print(f"processes={jax.process_count()} devices={jax.device_count()}")
     mesh = gallery_mesh()
     check_topk(mesh)
     check_refinement(mesh)

@@ -1,9 +1,11 @@
-"""Chunked and sharded top-K equal the plain top-K (8 simulated CPU devices in a subprocess)."""
+"""Chunked and sharded top-K equal the plain top-K (8 simulated CPU devices in a subprocess,
+then 2 processes of 4 devices joined by ``jax.distributed``)."""
 
 from __future__ import annotations
 
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -42,14 +44,53 @@ def test_topk_errors():
         topk(q, g, 3, chunk_size=2)
 
 
+SHARDED_CHECK = pathlib.Path(__file__).with_name("sharded_check.py")
+
+
+def _cpu_env(devices: int) -> dict:
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
+
+
 def test_sharded_paths_equal_single_device_on_8_devices():
-    script = pathlib.Path(__file__).with_name("sharded_check.py")
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
     proc = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(SHARDED_CHECK)],
+        env=_cpu_env(8),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "devices=8" in proc.stdout
+    assert "processes=1 devices=8" in proc.stdout
     assert "ALL OK" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_sharded_paths_equal_single_device_across_2_processes():
+    """The same checks on one mesh over two ``jax.distributed`` processes (the multi-host path)."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SHARDED_CHECK), "--process-id", str(i)]
+            + ["--num-processes", "2", "--port", str(port)],
+            env=_cpu_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
+        assert "processes=2 devices=8" in out
+        assert "ALL OK" in out
