@@ -23,7 +23,9 @@ precision), in priority order (gallery, then modality, then batch size; see :fun
 
 Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", no TF32),
 ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
-bfloat16 matmuls; LayerNorm, residual stream, gallery scores and losses in float32).
+bfloat16 matmuls; LayerNorm, residual stream, gallery scores and losses in float32;
+``--residual bf16`` keeps the residual stream in bfloat16, ``--attention cudnn`` uses the fused
+attention kernel).
 Galleries of ``--chunk-from`` items or more use ``gallery_chunk_size`` / ``output_top_k``
 (chunked candidate search and a top-K answer instead of (B, N) scores).
 
@@ -344,11 +346,13 @@ class JaxBench:
 
         jax, jnp = self.jax, self.jax.numpy
         dtype = jnp.bfloat16 if row.precision == "bf16" else jnp.float32
-        attention = row_attention(row, self.args)
-        if row.modality == "image":
-            encoder, rules = image_encoder(self.cfg, dtype, attention), CLIP_IMAGE_ADAPT_RULES
-        else:
-            encoder, rules = text_encoder(self.cfg, dtype, attention), CLIP_TEXT_ADAPT_RULES
+        options = row_options(row, self.args)
+        residual = jnp.bfloat16 if options.get("residual") == "bf16" else jnp.float32
+        make_encoder, rules = {
+            "image": (image_encoder, CLIP_IMAGE_ADAPT_RULES),
+            "text": (text_encoder, CLIP_TEXT_ADAPT_RULES),
+        }[row.modality]
+        encoder = make_encoder(self.cfg, dtype, options.get("attention"), residual)
         config, overrides = self.config(row)
         params = self.tower(row.modality)
         gallery = self.gallery(row.gallery_size)
@@ -389,6 +393,10 @@ class JaxBench:
             self.args,
             budget.row_s,
         )
+        try:
+            profile = self.profile(row, run_batch, lambda: jax.block_until_ready(live))
+        except Exception as error:  # a failed trace (e.g. no CUPTI) keeps the row's timing
+            profile = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
         state, out = live.pop("state"), live.pop("out")
 
         peak, peak_kind = jax_peak_bytes()
@@ -412,7 +420,30 @@ class JaxBench:
             "step_mib": None if step_bytes is None else step_bytes / MIB,
             "overrides": overrides,
             "scores_finite": finite,
+            **({"profile": profile} if profile else {}),
         }
+
+    def profile(self, row: Row, run_batch: Callable, sync: Callable) -> dict | None:
+        """Traces ``--profile-batches`` more batches into OUT/profiles/<row>/ (a Perfetto
+        trace and its summary.md, see experiments/trace_summary.py); returns the summary's
+        totals by kind, or None when not asked."""
+        n = self.args.profile_batches
+        if not n or not self.args.out:
+            return None
+        from experiments import trace_summary
+
+        options = "".join(f"-{v}" for v in row_options(row, self.args).values())
+        name = f"{row.modality}-b{row.batch_size}-n{row.gallery_size}-{row.method}-{row.precision}"
+        trace_dir = Path(self.args.out) / "profiles" / (name + options)
+        with self.jax.profiler.trace(str(trace_dir), create_perfetto_trace=True):
+            for i in range(n):
+                run_batch(i)
+            sync()
+        events = trace_summary.load_events(trace_summary.find_trace(trace_dir))
+        summary = trace_summary.summarize(events, steps=n)
+        (trace_dir / "summary.md").write_text(trace_summary.markdown(summary, name + options))
+        (trace_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return {k: summary[k] for k in ("source", "ms_per_step", "by_kind")}
 
 
 def precision_scope(jax, precision: str):
@@ -645,15 +676,22 @@ def environment(args) -> dict:
     return info
 
 
-def row_attention(row: Row, args) -> str | None:
-    """The attention implementation a row runs with: ``--attention`` for bf16 rest_jax rows."""
-    return args.attention if row.framework == "jax" and row.precision == "bf16" else None
+# Tower options of the bf16 rest_jax rows (None: the default), recorded in each row.
+TOWER_OPTIONS = ("attention", "residual")
+
+
+def row_options(row: Row, args) -> dict[str, str]:
+    """The tower options a row runs with: ``--attention`` and ``--residual`` apply to bf16
+    rest_jax rows only."""
+    if row.framework != "jax" or row.precision != "bf16":
+        return {}
+    return {k: getattr(args, k) for k in TOWER_OPTIONS if getattr(args, k) is not None}
 
 
 def row_key(record: dict) -> tuple:
     """What identifies a measurement across invocations."""
     names = ("preset", "framework", "modality", "batch_size", "gallery_size", "method")
-    return tuple(record.get(k) for k in (*names, "precision", "attention"))
+    return tuple(record.get(k) for k in (*names, "precision", *TOWER_OPTIONS))
 
 
 def load_results(path: Path) -> dict:
@@ -730,8 +768,7 @@ def summary_lines(records: list[dict]) -> list[str]:
 def notes(record: dict) -> str:
     """Overrides (chunked large-gallery path), slow-row timing, non-finite scores."""
     parts = [f"{k}={v}" for k, v in (record.get("overrides") or {}).items()]
-    if record.get("attention"):
-        parts.append(f"attention={record['attention']}")
+    parts += [f"{k}={record[k]}" for k in TOWER_OPTIONS if record.get(k)]
     if record.get("timing") not in (None, "timed"):
         parts.append(record["timing"])
     if record.get("scores_finite") is False:
@@ -831,7 +868,20 @@ def parse_args(argv=None):
         help="jax.nn.dot_product_attention implementation of the bf16 rest_jax rows "
         "(default: JAX's, i.e. XLA); recorded in the row's notes",
     )
+    parser.add_argument(
+        "--residual",
+        default=None,
+        choices=("bf16",),
+        help="residual stream dtype of the bf16 rest_jax rows (default: float32); in the notes",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed loops; the fastest counts")
+    parser.add_argument(
+        "--profile-batches",
+        type=int,
+        default=0,
+        help="after timing a rest_jax row, trace this many batches with jax.profiler into "
+        "OUT/profiles/<row>/ and summarise where the device time goes (0: no trace)",
+    )
     parser.add_argument("--distinct-batches", type=int, default=2)
     parser.add_argument("--source-pairs", type=int, default=None)
     parser.add_argument("--chunk-from", type=int, default=500_000, help="N from which to chunk")
@@ -924,6 +974,8 @@ def main(argv=None) -> dict:
             gallery_size=args.galleries[0],
             precision=args.precisions[0],
         )
+        if args.precisions[0] == "bf16":  # compare rows with the same tower options
+            shape.update({k: getattr(args, k) for k in TOWER_OPTIONS})
         rest, tent = best(rows, method="rest", **shape), best(rows, method="tent", **shape)
         print(f"{rest['ms_per_batch'] / tent['ms_per_batch']:.3f}" if rest and tent else "nan")
         return {"rest_ratio": shape}
@@ -966,8 +1018,7 @@ def main(argv=None) -> dict:
     done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
     for row in plan(args):
         record = {"preset": args.preset, **dataclasses.asdict(row)}
-        if row_attention(row, args):
-            record["attention"] = row_attention(row, args)
+        record.update(row_options(row, args))
         if args.skip_done and row_key(record) in done:
             continue
         skip = budget.why_skip(row)

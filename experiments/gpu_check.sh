@@ -7,15 +7,17 @@
 # transformers already installed; nothing is downloaded (PYTHONPATH, no pip). Writes, under $OUT:
 #   bench.json, bench.md  the table (rows appended as they finish, so a cut run keeps them)
 #   topk_check.json       whether a top-K survives as a TopK inside a gradient
+#   profiles/<row>/       a jax.profiler trace of 2 batches and summary.md (where the time goes)
 #   log.txt               everything printed
 # Stages, most important first (each has a soft budget, rows that do not fit are recorded as
 # skipped, and a hard timeout):
 #   1. the eager torch reference: image and text queries, B=64, N=25k, fp32 / tf32 / bf16;
-#   2. rest_jax, image B=64 N=25k: tcr, rest, tent, source in bf16, then tcr in fp32 and tf32;
-#      REST's ablations when REST costs over 10% more than tent there; rest and tent with
-#      the cuDNN fused attention;
+#   2. rest_jax, image B=64 N=25k, bf16, profiled: tcr, rest, tent with the fast tower
+#      options (cuDNN fused attention, bf16 residual stream), then tcr and tent with the
+#      defaults (XLA attention, float32 residual), then each option alone for tent;
+#      REST's ablations when REST costs over 10% more than tent; tcr in fp32 and tf32;
 #   3. gallery scale: image B=64 N=1M (chunked search, top-K answer) for rest, tcr, tent;
-#   4. text queries B=64 N=25k, then B=256, in bf16;
+#   4. text queries B=64 N=25k, then B=256, in bf16 with the fast options;
 #   5. whatever of the whole grid the time left allows.
 # Budgets: TORCH_BUDGET, JAX_BUDGET (seconds); SKIP_SMOKE=1 leaves out the tiny-tower smoke
 # run and the top-K check. PRESET=small runs the same stages with tiny
@@ -85,30 +87,40 @@ run_stage $((TORCH_BUDGET + 45)) "${BENCH[@]}" --framework torch --batches 5 \
   --budget-s "$TORCH_BUDGET" --row-budget-s 10 --batch-sizes 64 --galleries 25000
 
 JAX_START=$SECONDS
-FIRST=(--modalities image --batch-sizes 64 --galleries 25000)
-jax_stage 35 "image B=64 N=25k, $PRECISION" "${FIRST[@]}" --precisions "$PRECISION" \
-  --methods rest,tent,tcr,source
-[ "$PRESET" = small ] || jax_stage 25 "image B=64 N=25k, tcr fp32/tf32" "${FIRST[@]}" \
-  --methods tcr --precisions fp32,tf32
+FIRST=(--modalities image --batch-sizes 64 --galleries 25000 --precisions "$PRECISION")
+# The tower options of the fast rows: JAX's default attention is XLA's (a float32 softmax
+# written out per layer); cuDNN's fused kernel exists for bf16 on GPU only.
+[ "$PRESET" = small ] && FAST=(--residual bf16) || FAST=(--attention cudnn --residual bf16)
+PROFILE=(--profile-batches 2)
+jax_stage 30 "image B=64 N=25k, $PRECISION, fast options" "${FIRST[@]}" "${FAST[@]}" \
+  --methods tcr,rest,tent "${PROFILE[@]}"
+jax_stage 30 "image B=64 N=25k, $PRECISION, default options" "${FIRST[@]}" \
+  --methods tcr,tent "${PROFILE[@]}"
+jax_stage 30 "image B=64 N=25k, tent, each option alone" "${FIRST[@]}" --methods tent \
+  --residual bf16
+[ "$PRESET" = small ] || jax_stage 30 "image B=64 N=25k, tent, cuDNN attention alone" \
+  "${FIRST[@]}" --methods tent --attention cudnn
 
 # When REST costs over 10% more than tent there, time its ablations (which part costs what).
-RATIO=$("${BENCH[@]}" "${FIRST[@]}" --precisions "$PRECISION" --rest-ratio 2>>"$LOG")
-stage "rest/tent time ($PRECISION, image B=64 N=25k): $RATIO"
+RATIO=$("${BENCH[@]}" "${FIRST[@]}" "${FAST[@]}" --rest-ratio 2>>"$LOG")
+stage "rest/tent time ($PRECISION ${FAST[*]}, image B=64 N=25k): $RATIO"
 if python -c "import sys; sys.exit(0 if float('$RATIO') > 1.1 else 1)" 2>/dev/null; then
-  jax_stage 30 "REST ablations" "${FIRST[@]}" --precisions "$PRECISION" \
+  jax_stage 30 "REST ablations" "${FIRST[@]}" "${FAST[@]}" \
     --methods rest-k1,rest-nodecouple,rest-con
 fi
+[ "$PRESET" = small ] || jax_stage 25 "image B=64 N=25k, tcr fp32/tf32" --modalities image \
+  --batch-sizes 64 --galleries 25000 --methods tcr --precisions fp32,tf32
 
-# JAX's default attention is XLA's; the fused cuDNN kernel (bf16 only) may be much faster.
-[ "$PRESET" = small ] || jax_stage 30 "image B=64 N=25k, bf16, cuDNN attention" "${FIRST[@]}" \
-  --precisions bf16 --methods rest,tent --attention cudnn
 jax_stage 40 "image B=64 N=$BIG (chunked)" --modalities image --batch-sizes 64 \
-  --galleries "$BIG" --precisions "$PRECISION" --methods rest,tcr,tent
+  --galleries "$BIG" --precisions "$PRECISION" "${FAST[@]}" --methods rest,tcr,tent
 jax_stage 50 "text B=64 and image/text B=256, N=25k" --galleries 25000 \
-  --precisions "$PRECISION" --methods rest,tent,tcr --skip-done
-jax_stage 100 "the rest of the grid" --skip-done
+  --precisions "$PRECISION" "${FAST[@]}" --methods tcr,rest,tent --skip-done
+jax_stage 100 "the rest of the grid" "${FAST[@]}" --skip-done
 
 stage "summary"
 "${BENCH[@]}" --summarize >/dev/null 2>>"$LOG"
 cat "$OUT/topk_check.json" 2>/dev/null
 cat "$OUT/bench.md"
+cat "$OUT"/profiles/*/summary.md 2>/dev/null | head -120
+# The summaries and Perfetto traces stay; the raw XPlane files are large and say the same.
+find "$OUT/profiles" -name '*.xplane.pb' -delete 2>/dev/null

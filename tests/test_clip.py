@@ -39,7 +39,7 @@ from rest_jax.models import (
     vit_b16,
 )
 from rest_jax.models import clip as clip_lib
-from rest_jax.selection import select
+from rest_jax.selection import combine, partition, select
 
 EOS = 99
 
@@ -335,6 +335,66 @@ def test_bf16_compute_keeps_layernorm_and_normalisation_in_float32(tiny):
     jax.tree_util.tree_map_with_path(collect, state["intermediates"])
     assert dtypes["ln"] == {jnp.dtype(jnp.float32)}
     assert dtypes["dense"] == {jnp.dtype(jnp.bfloat16)}
+
+
+def _float32_matmuls(jaxpr) -> list:
+    """``dot_general``s of a jaxpr (sub-jaxprs included) that would multiply in float32: a
+    float32 operand without the BF16_BF16_F32 algorithm (which rounds inputs to bf16)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            dtypes = [str(v.aval.dtype) for v in eqn.invars]
+            if "float32" in dtypes and str(eqn.params.get("precision")) != "BF16_BF16_F32":
+                found.append((dtypes, [v.aval.shape for v in eqn.invars]))
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _float32_matmuls(sub)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_bf16_residual_stream(tiny, kind):
+    """``residual_dtype=bf16``: bf16 between blocks; no float32 matmul in the forward or the
+    LayerNorm-gradient backward (with either residual dtype); features and LayerNorm gradients
+    close to the float32 residual's, and the gradients still float32."""
+    encoder, tower, x = {
+        "image": (image_encoder, "vision", tiny.images),
+        "text": (text_encoder, "text", tiny.texts),
+    }[kind]
+    params = tiny.params[tower]
+    adapted = select(params, CLIP_IMAGE_ADAPT_RULES if kind == "image" else CLIP_TEXT_ADAPT_RULES)
+    ln_params, frozen = partition(params, adapted.mask)
+
+    def make_loss(residual_dtype):
+        apply = encoder(tiny.config, jnp.bfloat16, residual_dtype=residual_dtype)
+        return lambda ln: jnp.sum(jnp.sin(apply(combine(ln, frozen), x)))
+
+    results = {}
+    for name, residual_dtype in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+        loss = make_loss(residual_dtype)
+        results[name] = jax.jit(jax.value_and_grad(loss))(ln_params)
+        assert _float32_matmuls(jax.make_jaxpr(jax.grad(loss))(ln_params).jaxpr) == []
+    (f32_value, f32_grad), (bf16_value, bf16_grad) = results["f32"], results["bf16"]
+    assert bf16_value != f32_value
+    np.testing.assert_allclose(bf16_value, f32_value, rtol=0.05)
+    flat = [
+        np.concatenate([np.ravel(v) for v in jax.tree.leaves(g)]) for g in (f32_grad, bf16_grad)
+    ]
+    cosine = flat[0] @ flat[1] / (np.linalg.norm(flat[0]) * np.linalg.norm(flat[1]))
+    assert cosine > 0.98, cosine
+    assert {leaf.dtype for leaf in jax.tree.leaves(bf16_grad)} == {jnp.dtype(jnp.float32)}
+
+    tower_cls = clip_lib.VisionTower if kind == "image" else clip_lib.TextTower
+    module = getattr(tiny.config, tower)
+    module = tower_cls(module, tiny.config.projection_dim, jnp.bfloat16, None, jnp.bfloat16)
+    _, state = jax.eval_shape(
+        lambda: module.apply(
+            {"params": params},
+            x,
+            capture_intermediates=lambda mdl, _: isinstance(mdl, clip_lib.EncoderBlock),
+        )
+    )
+    block_dtypes = {leaf.dtype for leaf in jax.tree.leaves(state["intermediates"])}
+    assert block_dtypes == {jnp.dtype(jnp.bfloat16)}
 
 
 # ----------------------------------------------------------------------------- gallery

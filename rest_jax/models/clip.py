@@ -10,7 +10,8 @@ Both towers are pre-LayerNorm transformers (Radford et al., 2021):
 
 LayerNorm follows PyTorch (two-pass variance, epsilon from the config) and always runs in float32,
 as does the final L2 normalisation; ``dtype`` only sets the precision of the matmuls. The residual
-stream stays float32.
+stream is float32 unless ``residual_dtype`` says otherwise (``jnp.bfloat16`` halves the memory
+traffic between blocks; each LayerNorm still computes in float32).
 
 Parameter tree (plain nested dict)::
 
@@ -302,7 +303,8 @@ class Mlp(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LayerNorm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))`` (float32 residual)."""
+    """Pre-LayerNorm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``; the residual
+    stream ``x`` is kept in ``residual_dtype``."""
 
     num_heads: int
     mlp_hidden: int
@@ -311,18 +313,22 @@ class EncoderBlock(nn.Module):
     causal: bool = False
     dtype: Dtype = jnp.float32
     attention: str | None = None
+    residual_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        x = x.astype(self.residual_dtype)
         y = LayerNorm(self.layer_norm_eps, name="ln_1")(x)
         attn = SelfAttention(self.num_heads, self.causal, self.dtype, self.attention, name="attn")
-        x = x + attn(y)
+        x = x + attn(y).astype(self.residual_dtype)
         y = LayerNorm(self.layer_norm_eps, name="ln_2")(x)
-        x = x + Mlp(self.mlp_hidden, self.activation, self.dtype, name="mlp")(y)
-        return x.astype(jnp.float32)
+        mlp = Mlp(self.mlp_hidden, self.activation, self.dtype, name="mlp")
+        return x + mlp(y).astype(self.residual_dtype)
 
 
-def _blocks(x: Array, cfg: Any, causal: bool, dtype: Dtype, attention: str | None) -> Array:
+def _blocks(
+    x: Array, cfg: Any, causal: bool, dtype: Dtype, attention: str | None, residual_dtype: Dtype
+) -> Array:
     for i in range(cfg.num_hidden_layers):
         x = EncoderBlock(
             num_heads=cfg.num_attention_heads,
@@ -332,6 +338,7 @@ def _blocks(x: Array, cfg: Any, causal: bool, dtype: Dtype, attention: str | Non
             causal=causal,
             dtype=dtype,
             attention=attention,
+            residual_dtype=residual_dtype,
             name=f"blocks_{i}",
         )(x)
     return x
@@ -344,6 +351,7 @@ class VisionTower(nn.Module):
     projection_dim: int
     dtype: Dtype = jnp.float32
     attention: str | None = None
+    residual_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, images: Array) -> Array:
@@ -372,7 +380,7 @@ class VisionTower(nn.Module):
         cls = jnp.broadcast_to(cls.astype(jnp.float32), (x.shape[0], 1, width))
         x = jnp.concatenate([cls, x], axis=1) + pos.astype(jnp.float32)
         x = LayerNorm(cfg.layer_norm_eps, name="ln_pre")(x)
-        x = _blocks(x, cfg, causal=False, dtype=self.dtype, attention=self.attention)
+        x = _blocks(x, cfg, False, self.dtype, self.attention, self.residual_dtype)
         pooled = LayerNorm(cfg.layer_norm_eps, name="ln_post")(x[:, 0])
         out = _dense(self.projection_dim, "proj", self.dtype, use_bias=False)(pooled)
         return out.astype(jnp.float32)
@@ -389,6 +397,7 @@ class TextTower(nn.Module):
     projection_dim: int
     dtype: Dtype = jnp.float32
     attention: str | None = None
+    residual_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, token_ids: Array) -> Array:
@@ -418,7 +427,7 @@ class TextTower(nn.Module):
             jnp.float32,
         )
         x = x.astype(jnp.float32) + pos[:length].astype(jnp.float32)
-        x = _blocks(x, cfg, causal=True, dtype=self.dtype, attention=self.attention)
+        x = _blocks(x, cfg, True, self.dtype, self.attention, self.residual_dtype)
         x = LayerNorm(cfg.layer_norm_eps, name="ln_final")(x)
         pooled = jnp.take_along_axis(
             x, eos_positions(token_ids, cfg.eos_token_id)[:, None, None], axis=1
@@ -457,7 +466,10 @@ class ClipTwoTower(nn.Module):
 
 
 def image_encoder(
-    config: ClipConfig, dtype: Dtype = jnp.float32, attention: str | None = None
+    config: ClipConfig,
+    dtype: Dtype = jnp.float32,
+    attention: str | None = None,
+    residual_dtype: Dtype = jnp.float32,
 ) -> Callable[[PyTree, Array], Array]:
     """``apply_fn(vision_params, images) -> (B, projection_dim)`` unnormalised image features.
 
@@ -466,17 +478,22 @@ def image_encoder(
       dtype: matmul precision (``jnp.bfloat16`` for bf16 compute; LayerNorm stays float32).
       attention: ``jax.nn.dot_product_attention``'s ``implementation`` (None or ``"xla"``:
         XLA; ``"cudnn"``: the fused GPU kernel, bf16/fp16 only).
+      residual_dtype: dtype of the residual stream between blocks (float32: Hugging Face's
+        numerics; ``jnp.bfloat16``: half the activation memory traffic).
     """
-    tower = VisionTower(config.vision, config.projection_dim, dtype, attention)
+    tower = VisionTower(config.vision, config.projection_dim, dtype, attention, residual_dtype)
     return lambda params, images: tower.apply({"params": params}, images)
 
 
 def text_encoder(
-    config: ClipConfig, dtype: Dtype = jnp.float32, attention: str | None = None
+    config: ClipConfig,
+    dtype: Dtype = jnp.float32,
+    attention: str | None = None,
+    residual_dtype: Dtype = jnp.float32,
 ) -> Callable[[PyTree, Array], Array]:
     """``apply_fn(text_params, token_ids) -> (B, projection_dim)`` unnormalised text features
-    (``dtype`` and ``attention`` as in :func:`image_encoder`)."""
-    tower = TextTower(config.text, config.projection_dim, dtype, attention)
+    (``dtype``, ``attention`` and ``residual_dtype`` as in :func:`image_encoder`)."""
+    tower = TextTower(config.text, config.projection_dim, dtype, attention, residual_dtype)
     return lambda params, token_ids: tower.apply({"params": params}, token_ids)
 
 

@@ -1,0 +1,105 @@
+"""The GPU benchmark's plumbing on CPU: tower options as row keys, the profile summary."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from experiments import bench_gpu, trace_summary
+
+
+def _meta(pid, process, threads):
+    events = [{"ph": "M", "pid": pid, "name": "process_name", "args": {"name": process}}]
+    for tid, name in threads.items():
+        events.append(
+            {"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": name}}
+        )
+    return events
+
+
+def _x(pid, tid, name, ts, dur):
+    return {"ph": "X", "pid": pid, "tid": tid, "name": name, "ts": ts, "dur": dur}
+
+
+def gpu_trace(with_ops_line: bool) -> list[dict]:
+    """Two steps on one GPU: a while loop around a gemm and a fusion, a cuDNN kernel, a copy;
+    host events that must not count."""
+    threads = {1: "Stream #7(Compute)", 2: "XLA Modules"}
+    if with_ops_line:
+        threads[3] = "XLA Ops"
+    events = _meta(10, "/device:GPU:0", threads) + _meta(20, "/host:CPU", {5: "python"})
+    for step in range(2):
+        t = 1000.0 * step
+        kernels = [
+            ("sm90_xmma_gemm_bf16bf16", t, 300.0),
+            ("loop_add_fusion", t + 300, 100.0),
+            ("cudnn_fmha_fwd", t + 400, 50.0),
+            ("copy.3", t + 450, 50.0),
+        ]
+        events += [_x(10, 1, n, ts, d) for n, ts, d in kernels]
+        events.append(_x(10, 2, "jit_step", t, 500.0))
+        if with_ops_line:
+            events.append(_x(10, 3, "while.1", t, 400.0))  # contains the next two
+            events.append(_x(10, 3, "custom-call.gemm", t, 300.0))
+            events.append(_x(10, 3, "fusion.add", t + 300, 100.0))
+            events.append(_x(10, 3, "custom-call.cudnn_attention", t + 400, 50.0))
+            events.append(_x(10, 3, "copy.3", t + 450, 50.0))
+        events.append(_x(20, 5, "PjitFunction(step)", t, 900.0))
+        events.append(_x(10, 1, "Wait for donation holds", t + 500, 400.0))
+    return events
+
+
+@pytest.mark.parametrize("with_ops_line", [True, False])
+def test_trace_summary_counts_device_self_time(with_ops_line):
+    summary = trace_summary.summarize(gpu_trace(with_ops_line), steps=2)
+    assert summary["source"] == ("device ops" if with_ops_line else "device kernels")
+    # 500 us of operations per step; the while loop adds no time of its own.
+    assert summary["ms_per_step"] == pytest.approx(0.5)
+    kinds = {k["kind"]: k["ms_per_step"] for k in summary["by_kind"]}
+    assert kinds == pytest.approx(
+        {"matmul": 0.3, "other fusion": 0.1, "fused attention": 0.05, "copy / transpose": 0.05}
+    )
+    assert sum(k["share"] for k in summary["by_kind"]) == pytest.approx(1.0)
+    top = summary["top_ops"][0]
+    assert top["kind"] == "matmul" and top["calls_per_step"] == 1
+    assert top["share"] == pytest.approx(0.6)
+    assert "| matmul | 0.30 | 60.0% |" in trace_summary.markdown(summary)
+    assert "/host:CPU / python" in summary["lines"]
+
+
+def test_trace_summary_reads_a_trace_dir_and_checks_steps(tmp_path):
+    run = tmp_path / "plugins" / "profile" / "run1"
+    run.mkdir(parents=True)
+    with gzip.open(run / "perfetto_trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": gpu_trace(True)}, f)
+    events = trace_summary.load_events(trace_summary.find_trace(tmp_path))
+    assert trace_summary.summarize(events)["ms_per_step"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="steps"):
+        trace_summary.summarize(events, steps=0)
+    with pytest.raises(FileNotFoundError, match="perfetto"):
+        trace_summary.find_trace(tmp_path / "plugins" / "nothing")
+
+
+def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
+    """A bf16 row with ``--residual bf16`` is its own measurement (key and notes), next to the
+    default row; ``--profile-batches`` leaves a trace and its summary."""
+    common = [
+        "--preset", "small", "--framework", "jax", "--methods", "tent",
+        "--modalities", "image", "--batch-sizes", "8", "--galleries", "256",
+        "--precisions", "bf16", "--batches", "2", "--out", str(tmp_path),
+    ]  # fmt: skip
+    bench_gpu.main(common)
+    bench_gpu.main([*common, "--residual", "bf16", "--profile-batches", "2"])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    plain, residual = rows
+    assert "residual" not in plain and residual["residual"] == "bf16"
+    assert bench_gpu.row_key(plain) != bench_gpu.row_key(residual)
+    assert "residual=bf16" in bench_gpu.notes(residual)
+    assert "profile" not in plain
+    assert residual["profile"]["ms_per_step"] > 0
+    trace_dir = tmp_path / "profiles" / "image-b8-n256-tent-bf16-bf16"
+    assert (trace_dir / "summary.md").read_text().startswith("### image-b8-n256-tent-bf16-bf16")
+    assert trace_summary.find_trace(trace_dir).is_file()
