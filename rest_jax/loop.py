@@ -282,7 +282,8 @@ def run_stream(
       lag: how many batches a result waits on the device before it is read.
       on_batch: called as ``on_batch(index, host_result)`` when a batch's result is read
         (not for batches skipped on resume).
-      checkpoint_dir: where to checkpoint (and resume from); None = no checkpoints.
+      checkpoint_dir: where to checkpoint (and resume from); None = no checkpoints. Single
+        process only.
       checkpoint_every: batches between checkpoints (a final one is written at the end).
 
     Returns:
@@ -310,6 +311,11 @@ def run_stream(
         raise ValueError(f"lag must be >= 0, got {lag}")
     if checkpoint_dir is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if checkpoint_dir is not None and jax.process_count() > 1:
+        # Every process would write the same row files; not built (see docs/benchmarks.md).
+        raise ValueError(
+            f"checkpoint_dir is not supported with several processes ({jax.process_count()})"
+        )
 
     collector = _Collector(keep)
     summarise = _summariser(keep, top_k, adapter.mesh)

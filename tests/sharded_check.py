@@ -95,6 +95,19 @@ def check_rest_stream(mesh):
     np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-5, atol=1e-6)
 
 
+def check_no_checkpoints_across_processes(mesh):
+    params, gallery, queries, _ = toy_problem(seed=3, n_gallery=64, n_queries=16)
+    adapter = Adapter.create(
+        toy_apply, params, gallery, config=preset("tent"), rules=[(r"^ln/", True)], mesh=mesh
+    )
+    try:
+        run_stream(adapter, batches_from_array(queries, 16), checkpoint_dir="unused")
+    except ValueError as error:
+        assert "several processes (2)" in str(error), error
+    else:
+        raise AssertionError("a multi-process run accepted a checkpoint_dir")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--process-id", type=int)
@@ -111,6 +124,8 @@ def main():
     check_topk(mesh)
     check_refinement(mesh)
     check_rest_stream(mesh)
+    if jax.process_count() > 1:
+        check_no_checkpoints_across_processes(mesh)
     print("ALL OK")
 
 
