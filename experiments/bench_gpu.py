@@ -25,7 +25,9 @@ Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", 
 ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
 bfloat16 matmuls; LayerNorm, residual stream, gallery scores and losses in float32;
 ``--residual bf16`` keeps the residual stream in bfloat16, ``--attention cudnn`` uses the fused
-attention kernel).
+attention kernel). ``--mesh`` runs the rest_jax rows on a mesh of every device (gallery split
+along N, batch along B); ``--profile-batches N`` traces N more batches of each rest_jax row
+(see experiments/trace_summary.py).
 Galleries of ``--chunk-from`` items or more use ``gallery_chunk_size`` / ``output_top_k``
 (chunked candidate search and a top-K answer instead of (B, N) scores).
 
@@ -362,12 +364,17 @@ class JaxBench:
             k = min(self.args.source_pairs, row.batch_size)
             source = (xs[0][:k], gallery[:k])
 
+        mesh = None
+        if options.get("mesh"):
+            from rest_jax.retrieval import gallery_mesh
+
+            mesh = gallery_mesh()
         setup_start = time.perf_counter()
         adapter = rest_jax.Adapter.create(
-            encoder, params, gallery, config=config, rules=rules, source=source
+            encoder, params, gallery, config=config, rules=rules, source=source, mesh=mesh
         )
         mask = jnp.ones((row.batch_size,), bool)
-        batches = [{"inputs": x, "mask": mask} for x in xs]
+        batches = [adapter.place({"inputs": x, "mask": mask}) for x in xs]
         state = adapter.init_state()
         jax.block_until_ready(state)
         setup_s = time.perf_counter() - setup_start
@@ -676,22 +683,31 @@ def environment(args) -> dict:
     return info
 
 
-# Tower options of the bf16 rest_jax rows (None: the default), recorded in each row.
+# Options of the rest_jax rows (None: the default), recorded in each row: the tower options
+# apply to bf16 rows only, the mesh to every rest_jax row.
 TOWER_OPTIONS = ("attention", "residual")
+ROW_OPTIONS = (*TOWER_OPTIONS, "mesh")
 
 
-def row_options(row: Row, args) -> dict[str, str]:
-    """The tower options a row runs with: ``--attention`` and ``--residual`` apply to bf16
-    rest_jax rows only."""
-    if row.framework != "jax" or row.precision != "bf16":
+def row_options(row: Row, args) -> dict[str, Any]:
+    """The options a row runs with: ``--attention`` and ``--residual`` for bf16 rest_jax
+    rows, ``--mesh`` (recorded as the mesh's device count) for every rest_jax row."""
+    if row.framework != "jax":
         return {}
-    return {k: getattr(args, k) for k in TOWER_OPTIONS if getattr(args, k) is not None}
+    options = {}
+    if row.precision == "bf16":
+        options = {k: getattr(args, k) for k in TOWER_OPTIONS if getattr(args, k) is not None}
+    if args.mesh:
+        import jax
+
+        options["mesh"] = jax.device_count()
+    return options
 
 
 def row_key(record: dict) -> tuple:
     """What identifies a measurement across invocations."""
     names = ("preset", "framework", "modality", "batch_size", "gallery_size", "method")
-    return tuple(record.get(k) for k in (*names, "precision", *TOWER_OPTIONS))
+    return tuple(record.get(k) for k in (*names, "precision", *ROW_OPTIONS))
 
 
 def load_results(path: Path) -> dict:
@@ -768,7 +784,7 @@ def summary_lines(records: list[dict]) -> list[str]:
 def notes(record: dict) -> str:
     """Overrides (chunked large-gallery path), slow-row timing, non-finite scores."""
     parts = [f"{k}={v}" for k, v in (record.get("overrides") or {}).items()]
-    parts += [f"{k}={record[k]}" for k in TOWER_OPTIONS if record.get(k)]
+    parts += [f"{k}={record[k]}" for k in ROW_OPTIONS if record.get(k)]
     if record.get("timing") not in (None, "timed"):
         parts.append(record["timing"])
     if record.get("scores_finite") is False:
@@ -869,6 +885,12 @@ def parse_args(argv=None):
         "(default: JAX's, i.e. XLA); recorded in the row's notes",
     )
     parser.add_argument(
+        "--mesh",
+        action="store_true",
+        help="rest_jax rows on a 1-D mesh of every device: gallery split along N, batch along "
+        "B (the multi-device code path, also on one device); recorded in the notes",
+    )
+    parser.add_argument(
         "--residual",
         default=None,
         choices=("bf16",),
@@ -966,16 +988,14 @@ def main(argv=None) -> dict:
         if out_dir is None:
             raise SystemExit("--rest-ratio needs --out")
         rows = load_results(out_dir / "bench.json")["rows"]
-        shape = dict(
-            preset=args.preset,
-            framework="jax",
-            modality=args.modalities[0],
-            batch_size=args.batch_sizes[0],
-            gallery_size=args.galleries[0],
-            precision=args.precisions[0],
-        )
-        if args.precisions[0] == "bf16":  # compare rows with the same tower options
-            shape.update({k: getattr(args, k) for k in TOWER_OPTIONS})
+        row = Row(
+            "jax", args.modalities[0], args.batch_sizes[0], args.galleries[0], "rest",
+            args.precisions[0],
+        )  # fmt: skip
+        shape = {"preset": args.preset, **dataclasses.asdict(row)}
+        del shape["method"]
+        options = row_options(row, args)  # compare rows run with the same options
+        shape.update({k: options.get(k) for k in ROW_OPTIONS})
         rest, tent = best(rows, method="rest", **shape), best(rows, method="tent", **shape)
         print(f"{rest['ms_per_batch'] / tent['ms_per_batch']:.3f}" if rest and tent else "nan")
         return {"rest_ratio": shape}

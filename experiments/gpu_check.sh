@@ -17,6 +17,7 @@
 #      defaults (XLA attention, float32 residual), then each option alone for tent;
 #      REST's ablations when REST costs over 10% more than tent; tcr in fp32 and tf32;
 #   3. gallery scale: image B=64 N=1M (chunked search, top-K answer) for rest, tcr, tent;
+#      tcr and rest on a mesh of every device (the sharded code path);
 #   4. text queries B=64 N=25k, then B=256, in bf16 with the fast options;
 #   5. whatever of the whole grid the time left allows.
 # Budgets: TORCH_BUDGET, JAX_BUDGET (seconds); SKIP_SMOKE=1 leaves out the tiny-tower smoke
@@ -113,6 +114,10 @@ fi
 
 jax_stage 40 "image B=64 N=$BIG (chunked)" --modalities image --batch-sizes 64 \
   --galleries "$BIG" --precisions "$PRECISION" "${FAST[@]}" --methods rest,tcr,tent
+# The multi-device code path (gallery split over a mesh, shard_map search) on this host's
+# devices: on one GPU it should cost what the plain path costs.
+jax_stage 25 "image B=64 N=25k on a mesh of every device" "${FIRST[@]}" "${FAST[@]}" \
+  --methods tcr,rest --mesh
 jax_stage 50 "text B=64 and image/text B=256, N=25k" --galleries 25000 \
   --precisions "$PRECISION" "${FAST[@]}" --methods tcr,rest,tent --skip-done
 jax_stage 100 "the rest of the grid" "${FAST[@]}" --skip-done

@@ -83,8 +83,8 @@ def test_trace_summary_reads_a_trace_dir_and_checks_steps(tmp_path):
 
 
 def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
-    """A bf16 row with ``--residual bf16`` is its own measurement (key and notes), next to the
-    default row; ``--profile-batches`` leaves a trace and its summary."""
+    """Rows with ``--residual bf16`` or ``--mesh`` are measurements of their own (key and
+    notes) next to the default row; ``--profile-batches`` leaves a trace and its summary."""
     common = [
         "--preset", "small", "--framework", "jax", "--methods", "tent",
         "--modalities", "image", "--batch-sizes", "8", "--galleries", "256",
@@ -92,12 +92,16 @@ def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
     ]  # fmt: skip
     bench_gpu.main(common)
     bench_gpu.main([*common, "--residual", "bf16", "--profile-batches", "2"])
+    bench_gpu.main([*common, "--mesh"])
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [r["status"] for r in rows] == ["ok", "ok"]
-    plain, residual = rows
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+    plain, residual, on_mesh = rows
     assert "residual" not in plain and residual["residual"] == "bf16"
-    assert bench_gpu.row_key(plain) != bench_gpu.row_key(residual)
+    assert on_mesh["mesh"] == 1 and "residual" not in on_mesh
+    keys = {bench_gpu.row_key(r) for r in rows}
+    assert len(keys) == 3
     assert "residual=bf16" in bench_gpu.notes(residual)
+    assert "mesh=1" in bench_gpu.notes(on_mesh)
     assert "profile" not in plain
     assert residual["profile"]["ms_per_step"] > 0
     trace_dir = tmp_path / "profiles" / "image-b8-n256-tent-bf16-bf16"
