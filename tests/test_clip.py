@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy import tiny_vision_config
+from toy import tiny_text_config, tiny_vision_config
 
 from rest_jax.models import (
     CLIP_IMAGE_ADAPT_RULES,
@@ -45,21 +45,9 @@ EOS = 99
 
 
 def tiny_config(**text_overrides) -> ClipConfig:
-    text = dict(
-        vocab_size=100,
-        max_position_embeddings=16,
-        hidden_size=24,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        bos_token_id=98,
-        eos_token_id=EOS,
-        pad_token_id=0,
-    )
-    text.update(text_overrides)
     return ClipConfig(
         vision=tiny_vision_config(),
-        text=TextConfig(**text),
+        text=tiny_text_config(**{"eos_token_id": EOS, **text_overrides}),
         projection_dim=16,
     )
 

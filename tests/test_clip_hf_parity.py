@@ -11,14 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy import tiny_vision_config
+from toy import tiny_text_config, tiny_vision_config
 
 from rest_jax.models import (
     CLIP_IMAGE_ADAPT_RULES,
     CLIP_TEXT_ADAPT_RULES,
     ClipConfig,
     ClipModel,
-    TextConfig,
     image_encoder,
     l2_normalize,
     load_clip,
@@ -41,17 +40,8 @@ def tiny_config(eos_token_id: int = EOS) -> ClipConfig:
     # Different widths per tower and both activations, so the mapping and act are exercised.
     return ClipConfig(
         vision=tiny_vision_config(hidden_act="quick_gelu"),
-        text=TextConfig(
-            vocab_size=100,
-            max_position_embeddings=16,
-            hidden_size=24,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            hidden_act="gelu",
-            bos_token_id=BOS,
-            eos_token_id=eos_token_id,
-            pad_token_id=PAD,
+        text=tiny_text_config(
+            hidden_act="gelu", bos_token_id=BOS, eos_token_id=eos_token_id, pad_token_id=PAD
         ),
         projection_dim=16,
     )

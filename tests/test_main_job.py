@@ -76,22 +76,20 @@ def write_tiny_clip(directory: pathlib.Path) -> None:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("tokenizers")
-    from toy import tiny_vision_config, write_word_level_tokenizer
+    from toy import tiny_text_config, tiny_vision_config, write_word_level_tokenizer
 
-    from rest_jax.models import ClipConfig, TextConfig
+    from rest_jax.models import ClipConfig
 
     words = ["<|startoftext|>", "<|endoftext|>", "[UNK]"]
     words += "a red green blue yellow black white pink grey brown photo number".split()
     words += [str(j) for j in range(5)]
     config = ClipConfig(
         vision=tiny_vision_config(),
-        text=TextConfig(
+        text=tiny_text_config(
             vocab_size=len(words),
             max_position_embeddings=12,
             hidden_size=32,
             intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             bos_token_id=0,
             eos_token_id=1,
             pad_token_id=2,

@@ -12,14 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from toy import tiny_vision_config
+from toy import tiny_text_config, tiny_vision_config
 
 import rest_jax
 from rest_jax.models import (
     CLIP_IMAGE_ADAPT_RULES,
     CLIP_TEXT_ADAPT_RULES,
     ClipConfig,
-    TextConfig,
     TextTower,
     VisionTower,
     image_encoder,
@@ -116,16 +115,13 @@ def test_float64_tiny_encoder_matches_step_by_step(x64):
 def tiny_clip() -> ClipConfig:
     return ClipConfig(
         vision=tiny_vision_config(16),
-        text=TextConfig(
+        text=tiny_text_config(
             vocab_size=64,
             max_position_embeddings=12,
             hidden_size=32,
             intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
             bos_token_id=62,
             eos_token_id=63,
-            pad_token_id=0,
         ),
         projection_dim=16,
     )

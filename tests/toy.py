@@ -58,6 +58,25 @@ def tiny_vision_config(image_size=32, **overrides):
     return VisionConfig(**{**fields, **overrides})
 
 
+def tiny_text_config(**overrides):
+    """A 2-layer, width-24 causal CLIP text tower over 100 ids, 16 positions, start 98, end 99,
+    pad 0 (``overrides``: any field)."""
+    from rest_jax.models import TextConfig
+
+    fields = dict(
+        vocab_size=100,
+        max_position_embeddings=16,
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        bos_token_id=98,
+        eos_token_id=99,
+        pad_token_id=0,
+    )
+    return TextConfig(**{**fields, **overrides})
+
+
 def write_word_level_tokenizer(directory, words, pad_token="[UNK]"):
     """Writes a word-level ``tokenizer.json`` (words[0] = start, words[1] = end of text)."""
     import json
