@@ -668,6 +668,9 @@ def environment(args) -> dict:
         info["jax"] = jax.__version__
         info["jax_device"] = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
         info["jax_backend"] = jax.default_backend()
+        # Compile times are warm where a cache already held a program or its autotuning.
+        info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+        info["compilation_cache_dir"] = jax.config.jax_compilation_cache_dir
     if args.framework in ("torch", "both"):
         try:
             import torch
@@ -817,7 +820,11 @@ def markdown(results: dict) -> str:
         devices = ", ".join(
             f"{k}={run[k]}" for k in ("jax_device", "torch_device", "jax", "torch") if k in run
         )
-        out.append(f"- run {run['time']}: {devices}; args: `{' '.join(run['argv'])}`")
+        caches = [f"{k}=`{run[k]}`" for k in ("xla_flags", "compilation_cache_dir") if run.get(k)]
+        out.append(
+            f"- run {run['time']}: {devices}; args: `{' '.join(run['argv'])}`"
+            + (f"; {', '.join(caches)}" if caches else "")
+        )
     out += [
         "",
         "| framework | query | B | N | method | precision | queries/s | ms/batch | compile s "

@@ -107,3 +107,12 @@ def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
     trace_dir = tmp_path / "profiles" / "image-b8-n256-tent-bf16-bf16"
     assert (trace_dir / "summary.md").read_text().startswith("### image-b8-n256-tent-bf16-bf16")
     assert trace_summary.find_trace(trace_dir).is_file()
+
+
+def test_markdown_names_the_compilation_caches_of_a_run():
+    """Compile times are warm under a cache, so a run's line in bench.md says which it had."""
+    run = {"time": "t", "argv": ["--x"], "jax": "0", "xla_flags": "--a=1"}
+    warm = bench_gpu.markdown({"runs": [{**run, "compilation_cache_dir": "/c"}], "rows": []})
+    assert "xla_flags=`--a=1`, compilation_cache_dir=`/c`" in warm
+    cold = bench_gpu.markdown({"runs": [{**run, "xla_flags": ""}], "rows": []})
+    assert "xla_flags" not in cold and "compilation_cache_dir" not in cold
