@@ -260,7 +260,8 @@ def test_embed_is_normalised_and_towers_work_alone(tiny):
 
 
 def test_attention_implementation_is_passed_to_jax(tiny, monkeypatch):
-    """``attention`` reaches jax.nn.dot_product_attention; "xla" equals the default."""
+    """``attention`` reaches jax.nn.dot_product_attention for every full-sequence attention;
+    the last block's one pooled query row uses XLA's (None); "xla" equals the default."""
     params, images, texts = tiny.params, tiny.images, tiny.texts
     for encoder, p, x in ((image_encoder, "vision", images), (text_encoder, "text", texts)):
         base = encoder(tiny.config)(params[p], x)
@@ -274,7 +275,43 @@ def test_attention_implementation_is_passed_to_jax(tiny, monkeypatch):
 
     monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
     image_encoder(tiny.config, jnp.bfloat16, attention="cudnn")(params["vision"], images)
-    assert seen and set(seen) == {"cudnn"}
+    layers = tiny.config.vision.num_hidden_layers
+    assert seen == ["cudnn"] * (layers - 1) + [None]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_pooled_block_row_equals_the_full_blocks_row(causal):
+    """``EncoderBlock(x, query_position=p)`` (the last block of a tower) gives row ``p`` of
+    the full block's output, with a position shared by all sequences (the vision class token)
+    or one per sequence (the text end-of-text token, causal), and the same LayerNorm
+    gradients through that row."""
+    block = clip_lib.EncoderBlock(
+        num_heads=4, mlp_hidden=64, activation="quick_gelu", layer_norm_eps=1e-5, causal=causal
+    )
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 9, 32))
+    params = block.init(jax.random.PRNGKey(1), x)
+    for position in (0, jnp.array([0, 4, 8], jnp.int32)):
+        rows = np.arange(3), np.broadcast_to(np.asarray(position), (3,))
+
+        def full(p, position=position, rows=rows):
+            return block.apply(p, x)[rows]
+
+        def pooled(p, position=position):
+            return block.apply(p, x, query_position=position)[:, 0]
+
+        np.testing.assert_allclose(pooled(params), full(params), rtol=1e-5, atol=1e-6)
+        grads = [jax.grad(lambda p, f=f: jnp.sum(jnp.sin(f(p))))(params) for f in (full, pooled)]
+        for name in ("ln_1", "ln_2"):
+            np.testing.assert_allclose(
+                grads[1]["params"][name]["scale"], grads[0]["params"][name]["scale"], atol=1e-5
+            )
+    if causal:  # a later token must not reach an earlier pooled row
+        moved = x.at[0, 5:].add(1.0)
+        np.testing.assert_allclose(
+            block.apply(params, moved, query_position=jnp.array([4, 4, 4]))[0],
+            block.apply(params, x, query_position=jnp.array([4, 4, 4]))[0],
+            atol=1e-6,
+        )
 
 
 def test_text_pooling_and_causality(tiny):

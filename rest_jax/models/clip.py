@@ -261,8 +261,22 @@ def _dense(features: int, name: str, dtype: Dtype, use_bias: bool = True) -> nn.
     )
 
 
+def pooled_rows(x: Array, position: int | Array) -> Array:
+    """``(B, L, W) -> (B, 1, W)``: row ``position`` of each sequence (an int for all, or one
+    index per sequence, shape ``(B,)``)."""
+    if isinstance(position, int):
+        return x[:, position : position + 1]
+    return jnp.take_along_axis(x, position[:, None, None], axis=1)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention via ``jax.nn.dot_product_attention`` (scale ``1/sqrt(d_head)``)."""
+    """Multi-head self-attention via ``jax.nn.dot_product_attention`` (scale ``1/sqrt(d_head)``).
+
+    ``__call__(x)`` maps ``(B, L, W)`` to ``(B, L, W)``. ``__call__(x, query_position=p)``
+    computes only the output at position ``p`` of each sequence, ``(B, 1, W)``: that row's
+    query against all keys (causal: keys ``0..p``), the same numbers as row ``p`` of the full
+    output.
+    """
 
     num_heads: int
     causal: bool = False
@@ -270,21 +284,31 @@ class SelfAttention(nn.Module):
     attention: str | None = None  # jax.nn.dot_product_attention's implementation
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        batch, length, width = x.shape
+    def __call__(self, x: Array, query_position: int | Array | None = None) -> Array:
+        batch, _, width = x.shape
         head_dim = width // self.num_heads
 
-        def heads(name):
-            y = _dense(width, name, self.dtype)(x)
-            return y.reshape(batch, length, self.num_heads, head_dim)
+        def heads(name, rows):
+            y = _dense(width, name, self.dtype)(rows)
+            return y.reshape(batch, rows.shape[1], self.num_heads, head_dim)
 
-        q, k, v = heads("q_proj"), heads("k_proj"), heads("v_proj")
-        # implementation None is XLA's attention (jax 0.10/0.11); "cudnn" is the fused GPU
-        # kernel (bf16/fp16 only).
-        out = jax.nn.dot_product_attention(
-            q, k, v, is_causal=self.causal, implementation=self.attention
-        )
-        return _dense(width, "out_proj", self.dtype)(out.reshape(batch, length, width))
+        if query_position is None:
+            q, k, v = heads("q_proj", x), heads("k_proj", x), heads("v_proj", x)
+            # implementation None is XLA's attention (jax 0.10/0.11); "cudnn" is the fused GPU
+            # kernel (bf16/fp16 only).
+            out = jax.nn.dot_product_attention(
+                q, k, v, is_causal=self.causal, implementation=self.attention
+            )
+        else:
+            q = heads("q_proj", pooled_rows(x, query_position))
+            k, v = heads("k_proj", x), heads("v_proj", x)
+            # One query per sequence: a causal one at position p sees keys 0..p. XLA's
+            # attention (a fused kernel gains nothing on one query row).
+            lengths = None
+            if self.causal:
+                lengths = jnp.broadcast_to(jnp.asarray(query_position, jnp.int32) + 1, (batch,))
+            out = jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths)
+        return _dense(width, "out_proj", self.dtype)(out.reshape(batch, -1, width))
 
 
 class Mlp(nn.Module):
@@ -304,7 +328,12 @@ class Mlp(nn.Module):
 
 class EncoderBlock(nn.Module):
     """Pre-LayerNorm block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``; the residual
-    stream ``x`` is kept in ``residual_dtype``."""
+    stream ``x`` is kept in ``residual_dtype``.
+
+    ``__call__(x, query_position=p)`` returns only row ``p`` of the block's output,
+    ``(B, 1, W)`` (see :class:`SelfAttention`): what the last block needs when the tower pools
+    one token.
+    """
 
     num_heads: int
     mlp_hidden: int
@@ -316,21 +345,37 @@ class EncoderBlock(nn.Module):
     residual_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, query_position: int | Array | None = None) -> Array:
         x = x.astype(self.residual_dtype)
         y = LayerNorm(self.layer_norm_eps, name="ln_1")(x)
         attn = SelfAttention(self.num_heads, self.causal, self.dtype, self.attention, name="attn")
-        x = x + attn(y).astype(self.residual_dtype)
+        update = attn(y, query_position).astype(self.residual_dtype)
+        if query_position is not None:
+            x = pooled_rows(x, query_position)
+        x = x + update
         y = LayerNorm(self.layer_norm_eps, name="ln_2")(x)
         mlp = Mlp(self.mlp_hidden, self.activation, self.dtype, name="mlp")
         return x + mlp(y).astype(self.residual_dtype)
 
 
 def _blocks(
-    x: Array, cfg: Any, causal: bool, dtype: Dtype, attention: str | None, residual_dtype: Dtype
+    x: Array,
+    cfg: Any,
+    causal: bool,
+    dtype: Dtype,
+    attention: str | None,
+    residual_dtype: Dtype,
+    pooled_position: int | Array,
 ) -> Array:
-    for i in range(cfg.num_hidden_layers):
-        x = EncoderBlock(
+    """The tower's blocks on ``(B, L, W)``, returning the last block's output at the pooled
+    position only, ``(B, W)``.
+
+    Only that row reaches the tower's output, so the last block computes the keys and values
+    of every row and the query, attention output and MLP of the pooled row alone (XLA does not
+    drop the unused rows itself). The pooled row's numbers are those of the full block.
+    """
+    blocks = [
+        EncoderBlock(
             num_heads=cfg.num_attention_heads,
             mlp_hidden=cfg.intermediate_size,
             activation=cfg.hidden_act,
@@ -340,8 +385,13 @@ def _blocks(
             attention=attention,
             residual_dtype=residual_dtype,
             name=f"blocks_{i}",
-        )(x)
-    return x
+        )
+        for i in range(cfg.num_hidden_layers)
+    ]
+    for block in blocks[:-1]:
+        x = block(x)
+    x = blocks[-1](x, pooled_position) if blocks else pooled_rows(x, pooled_position)
+    return x[:, 0]
 
 
 class VisionTower(nn.Module):
@@ -380,8 +430,9 @@ class VisionTower(nn.Module):
         cls = jnp.broadcast_to(cls.astype(jnp.float32), (x.shape[0], 1, width))
         x = jnp.concatenate([cls, x], axis=1) + pos.astype(jnp.float32)
         x = LayerNorm(cfg.layer_norm_eps, name="ln_pre")(x)
-        x = _blocks(x, cfg, False, self.dtype, self.attention, self.residual_dtype)
-        pooled = LayerNorm(cfg.layer_norm_eps, name="ln_post")(x[:, 0])
+        # The class token (position 0) is pooled.
+        x = _blocks(x, cfg, False, self.dtype, self.attention, self.residual_dtype, 0)
+        pooled = LayerNorm(cfg.layer_norm_eps, name="ln_post")(x)
         out = _dense(self.projection_dim, "proj", self.dtype, use_bias=False)(pooled)
         return out.astype(jnp.float32)
 
@@ -427,11 +478,9 @@ class TextTower(nn.Module):
             jnp.float32,
         )
         x = x.astype(jnp.float32) + pos[:length].astype(jnp.float32)
-        x = _blocks(x, cfg, True, self.dtype, self.attention, self.residual_dtype)
-        x = LayerNorm(cfg.layer_norm_eps, name="ln_final")(x)
-        pooled = jnp.take_along_axis(
-            x, eos_positions(token_ids, cfg.eos_token_id)[:, None, None], axis=1
-        )[:, 0]
+        eos = eos_positions(token_ids, cfg.eos_token_id).astype(jnp.int32)
+        x = _blocks(x, cfg, True, self.dtype, self.attention, self.residual_dtype, eos)
+        pooled = LayerNorm(cfg.layer_norm_eps, name="ln_final")(x)
         out = _dense(self.projection_dim, "proj", self.dtype, use_bias=False)(pooled)
         return out.astype(jnp.float32)
 
