@@ -114,8 +114,9 @@ FIRST=(--modalities image --batch-sizes 64 --galleries 25000 --precisions "$PREC
 # written out per layer); cuDNN's fused kernel exists for bf16 on GPU only.
 [ "$PRESET" = small ] && FAST=(--residual bf16) || FAST=(--attention cudnn --residual bf16)
 PROFILE=(--profile-batches 2)
-# A ViT-B/16 row compiles for about 35 s on an H100 (rest about 70 s, with its decoupling
-# reference): the first stage needs most of the budget for its three rows.
+# A ViT-B/16 row compiled for about 35 s on the H100, and rest's decoupling reference took
+# 34 s more when it ran op by op (one jitted program since): the first stage needs most of
+# the budget for its three rows.
 jax_stage 60 "image B=64 N=25k, $PRECISION, fast options" "${FIRST[@]}" "${FAST[@]}" \
   --methods tcr,rest,tent "${PROFILE[@]}"
 jax_stage 50 "image B=64 N=25k, $PRECISION, default options" "${FIRST[@]}" \
