@@ -65,6 +65,9 @@ import numpy as np
 MIB = 2**20
 JAX_PRECISIONS = ("fp32", "tf32", "bf16")
 TORCH_PRECISIONS = ("fp32", "tf32", "bf16")
+# Every random input is fixed by a seed (jax.random keys, torch generators, numpy for token
+# ids): tower weights, gallery, and timed batch i from ``batches + i``. Recorded in bench.json.
+SEEDS = {"params": 0, "gallery": 1, "batches": 100}
 # Methods and ablation variants: name -> (preset, overrides).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "source": ("source", {}),
@@ -294,7 +297,7 @@ class JaxBench:
             else:
                 module = TextTower(cfg.text, cfg.projection_dim)
                 dummy = jnp.zeros((1, cfg.text.max_position_embeddings), jnp.int32)
-            params = jax.jit(module.init)(jax.random.PRNGKey(0), dummy)["params"]
+            params = jax.jit(module.init)(jax.random.PRNGKey(SEEDS["params"]), dummy)["params"]
             self._params[modality] = jax.block_until_ready(params)
         return self._params[modality]
 
@@ -308,7 +311,7 @@ class JaxBench:
                 g = jax.random.normal(key, (n, self.cfg.projection_dim), jax.numpy.float32)
                 return g / jax.numpy.linalg.norm(g, axis=1, keepdims=True)
 
-            self._galleries[n] = jax.block_until_ready(make(jax.random.PRNGKey(1)))
+            self._galleries[n] = jax.block_until_ready(make(jax.random.PRNGKey(SEEDS["gallery"])))
         return self._galleries[n]
 
     def inputs(self, modality: str, batch_size: int) -> list:
@@ -322,9 +325,11 @@ class JaxBench:
                 if modality == "image":
                     size = cfg.vision.image_size
                     shape = (batch_size, size, size, cfg.vision.num_channels)
-                    x = jax.random.normal(jax.random.PRNGKey(100 + i), shape, jax.numpy.float32)
+                    x = jax.random.normal(
+                        jax.random.PRNGKey(SEEDS["batches"] + i), shape, jax.numpy.float32
+                    )
                 else:
-                    x = jax.numpy.asarray(random_token_ids(cfg, batch_size, 100 + i))
+                    x = jax.numpy.asarray(random_token_ids(cfg, batch_size, SEEDS["batches"] + i))
                 batches.append(jax.block_until_ready(x))
             self._inputs[key] = batches
         return self._inputs[key]
@@ -503,7 +508,9 @@ class TorchBench:
         """The tower and its initial state (restored before every row)."""
         if modality not in self._models:
             self._models.clear()
-            model = self.ref.build_query_tower(self.cfg.to_hf_dict(), modality, device=self.device)
+            model = self.ref.build_query_tower(
+                self.cfg.to_hf_dict(), modality, seed=SEEDS["params"], device=self.device
+            )
             initial = {k: v.clone() for k, v in model.state_dict().items()}
             self._models[modality] = (model, initial)
         model, initial = self._models[modality]
@@ -514,7 +521,7 @@ class TorchBench:
         torch = self.torch
         if self._gallery is None or self._gallery[0] != n:
             self._gallery = None
-            generator = torch.Generator(device=self.device).manual_seed(1)
+            generator = torch.Generator(device=self.device).manual_seed(SEEDS["gallery"])
             g = torch.randn(n, self.cfg.projection_dim, device=self.device, generator=generator)
             self._gallery = (n, torch.nn.functional.normalize(g, dim=-1))
         return self._gallery[1]
@@ -525,11 +532,11 @@ class TorchBench:
         for i in range(self.args.distinct_batches):
             if modality == "image":
                 size = cfg.vision.image_size
-                generator = torch.Generator(device=self.device).manual_seed(100 + i)
+                generator = torch.Generator(device=self.device).manual_seed(SEEDS["batches"] + i)
                 shape = (batch_size, cfg.vision.num_channels, size, size)
                 batches.append(torch.randn(shape, device=self.device, generator=generator))
             else:
-                ids = random_token_ids(cfg, batch_size, 100 + i)
+                ids = random_token_ids(cfg, batch_size, SEEDS["batches"] + i)
                 batches.append(torch.from_numpy(ids).long().to(self.device))
         return batches
 
@@ -661,6 +668,7 @@ def environment(args) -> dict:
         "machine": platform.machine(),
         "argv": sys.argv[1:],
         "framework": args.framework,
+        "seeds": SEEDS,
     }
     if args.framework in ("jax", "both"):
         import jax

@@ -93,8 +93,10 @@ def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
     bench_gpu.main(common)
     bench_gpu.main([*common, "--residual", "bf16", "--profile-batches", "2"])
     bench_gpu.main([*common, "--mesh"])
-    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    rows = results["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+    assert [run["seeds"] for run in results["runs"]] == [bench_gpu.SEEDS] * 3
     plain, residual, on_mesh = rows
     assert "residual" not in plain and residual["residual"] == "bf16"
     assert on_mesh["mesh"] == 1 and "residual" not in on_mesh
