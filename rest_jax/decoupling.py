@@ -15,6 +15,7 @@ optimiser's scaling: ``optax.chain(gradient_decoupling(r), optax.adamw(...))``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -188,15 +189,18 @@ def contrastive_reference(
       A pytree shaped like ``adapted``.
     """
 
-    # One jitted program with everything passed as arguments: op by op, a ViT-B/16 gradient
-    # dispatches (and compiles) each primitive on its own; closed over, ``frozen`` would be
-    # baked into the program as constants.
-    @jax.jit
-    def reference(a, frozen, inputs, targets):
-        def loss(a):
-            q = apply_fn(combine(a, frozen), inputs)
-            return symmetric_contrastive_loss(q, targets, temperature)
+    return _reference_gradient(
+        apply_fn, adapted, frozen, source_inputs, source_targets, temperature
+    )
 
-        return jax.grad(loss)(a)
 
-    return reference(adapted, frozen, source_inputs, source_targets)
+# One jitted program, compiled once per encoder and shapes, with the weights as arguments: op
+# by op, a ViT-B/16 gradient dispatches (and compiles) each primitive on its own; closed over,
+# ``frozen`` would be baked into the program as constants.
+@functools.partial(jax.jit, static_argnums=0)
+def _reference_gradient(apply_fn, adapted, frozen, inputs, targets, temperature):
+    def loss(a):
+        q = apply_fn(combine(a, frozen), inputs)
+        return symmetric_contrastive_loss(q, targets, temperature)
+
+    return jax.grad(loss)(adapted)
