@@ -194,10 +194,10 @@ def contrastive_reference(
     )
 
 
-# One jitted program, compiled once per encoder and shapes, with the weights as arguments: op
-# by op, a ViT-B/16 gradient dispatches (and compiles) each primitive on its own; closed over,
-# ``frozen`` would be baked into the program as constants.
-@functools.partial(jax.jit, static_argnums=0)
+# One jitted program, compiled once per encoder, temperature and shapes, with the weights as
+# arguments: op by op, a ViT-B/16 gradient dispatches (and compiles) each primitive on its
+# own; closed over, ``frozen`` would be baked into the program as constants.
+@functools.partial(jax.jit, static_argnums=(0, 5))
 def _reference_gradient(apply_fn, adapted, frozen, inputs, targets, temperature):
     def loss(a):
         q = apply_fn(combine(a, frozen), inputs)
