@@ -366,18 +366,54 @@ def test_bf16_compute_keeps_layernorm_and_normalisation_in_float32(tiny):
     assert dtypes["dense"] == {jnp.dtype(jnp.bfloat16)}
 
 
+def _matmuls(jaxpr):
+    """The ``dot_general`` equations of a jaxpr, sub-jaxprs included."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _matmuls(sub)
+
+
 def _float32_matmuls(jaxpr) -> list:
     """``dot_general``s of a jaxpr (sub-jaxprs included) that would multiply in float32: a
     float32 operand without the BF16_BF16_F32 algorithm (which rounds inputs to bf16)."""
     found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            dtypes = [str(v.aval.dtype) for v in eqn.invars]
-            if "float32" in dtypes and str(eqn.params.get("precision")) != "BF16_BF16_F32":
-                found.append((dtypes, [v.aval.shape for v in eqn.invars]))
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            found += _float32_matmuls(sub)
+    for eqn in _matmuls(jaxpr):
+        dtypes = [str(v.aval.dtype) for v in eqn.invars]
+        if "float32" in dtypes and str(eqn.params.get("precision")) != "BF16_BF16_F32":
+            found.append((dtypes, [v.aval.shape for v in eqn.invars]))
     return found
+
+
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_only_the_pooled_row_reaches_the_last_blocks_mlp(tiny, kind):
+    """The work the pooled last block saves, pinned: in the tower's forward and its LayerNorm
+    gradient, the MLP's first matmul runs on every token in the other blocks and on one row
+    per sequence in the last block."""
+    encoder, tower, x = {
+        "image": (image_encoder, "vision", tiny.images),
+        "text": (text_encoder, "text", tiny.texts),
+    }[kind]
+    cfg, params = getattr(tiny.config, tower), tiny.params[tower]
+    apply = encoder(tiny.config)
+    tokens = cfg.num_patches + 1 if kind == "image" else x.shape[1]
+    batch, layers = x.shape[0], cfg.num_hidden_layers
+
+    def fc1_rows(jaxpr):
+        return sorted(
+            eqn.outvars[0].aval.shape[:-1]
+            for eqn in _matmuls(jaxpr)
+            if eqn.outvars[0].aval.shape[-1] == cfg.intermediate_size
+        )
+
+    forward = jax.make_jaxpr(apply)(params, x).jaxpr
+    assert fc1_rows(forward) == [(batch, 1)] + [(batch, tokens)] * (layers - 1)
+    rules = CLIP_IMAGE_ADAPT_RULES if kind == "image" else CLIP_TEXT_ADAPT_RULES
+    ln_params, frozen = partition(params, select(params, rules).mask)
+    grad = jax.make_jaxpr(jax.grad(lambda ln: jnp.sum(apply(combine(ln, frozen), x))))(ln_params)
+    # The forward's fc1 plus the backward's through fc2 (its output has the MLP's width too).
+    assert fc1_rows(grad.jaxpr) == [(batch, 1)] * 2 + [(batch, tokens)] * 2 * (layers - 1)
 
 
 @pytest.mark.parametrize("kind", ["image", "text"])
