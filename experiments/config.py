@@ -37,7 +37,7 @@ class StudyConfig:
 
     # Source model of the synthetic world.
     world_train_images: int = 10_000
-    source_steps: int = 4000  # ~3.5 min on a 2-core CPU (SourceModelConfig)
+    source_steps: int = 4000  # ~2 min on a 2-core CPU (SourceModelConfig)
     source_width: int = 64
     source_layers: int = 2
 

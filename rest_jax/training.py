@@ -33,7 +33,7 @@ WORLD_STD = (0.25, 0.25, 0.25)
 class SourceModelConfig:
     """Size of the source two-tower and its training schedule.
 
-    The defaults train in about 3.5 minutes on a 2-core CPU (~0.05 s per step): 8 px patches
+    The defaults train in about 2 minutes on a 2-core CPU (~0.03 s per step): 8 px patches
     (16 tokens per 32 px image), 32 text tokens (SynthWorld captions rarely need more; longer
     ones are cut, keeping their end-of-text token) and batches of 64, which cost about half as
     much per example as batches of 128 there (XLA CPU), so the same time buys more updates.

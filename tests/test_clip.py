@@ -386,15 +386,19 @@ def _float32_matmuls(jaxpr) -> list:
     return found
 
 
+def _query_tower(tiny, kind):
+    """``(encoder factory, params subtree name, inputs, adaptation rules)`` of a tiny tower."""
+    if kind == "image":
+        return image_encoder, "vision", tiny.images, CLIP_IMAGE_ADAPT_RULES
+    return text_encoder, "text", tiny.texts, CLIP_TEXT_ADAPT_RULES
+
+
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_only_the_pooled_row_reaches_the_last_blocks_mlp(tiny, kind):
     """The work the pooled last block saves, pinned: in the tower's forward and its LayerNorm
     gradient, the MLP's first matmul runs on every token in the other blocks and on one row
     per sequence in the last block."""
-    encoder, tower, x = {
-        "image": (image_encoder, "vision", tiny.images),
-        "text": (text_encoder, "text", tiny.texts),
-    }[kind]
+    encoder, tower, x, rules = _query_tower(tiny, kind)
     cfg, params = getattr(tiny.config, tower), tiny.params[tower]
     apply = encoder(tiny.config)
     tokens = cfg.num_patches + 1 if kind == "image" else x.shape[1]
@@ -409,7 +413,6 @@ def test_only_the_pooled_row_reaches_the_last_blocks_mlp(tiny, kind):
 
     forward = jax.make_jaxpr(apply)(params, x).jaxpr
     assert fc1_rows(forward) == [(batch, 1)] + [(batch, tokens)] * (layers - 1)
-    rules = CLIP_IMAGE_ADAPT_RULES if kind == "image" else CLIP_TEXT_ADAPT_RULES
     ln_params, frozen = partition(params, select(params, rules).mask)
     grad = jax.make_jaxpr(jax.grad(lambda ln: jnp.sum(apply(combine(ln, frozen), x))))(ln_params)
     # The forward's fc1 plus the backward's through fc2 (its output has the MLP's width too).
@@ -421,12 +424,9 @@ def test_bf16_residual_stream(tiny, kind):
     """``residual_dtype=bf16``: bf16 between blocks; no float32 matmul in the forward or the
     LayerNorm-gradient backward (with either residual dtype); features and LayerNorm gradients
     close to the float32 residual's, and the gradients still float32."""
-    encoder, tower, x = {
-        "image": (image_encoder, "vision", tiny.images),
-        "text": (text_encoder, "text", tiny.texts),
-    }[kind]
+    encoder, tower, x, rules = _query_tower(tiny, kind)
     params = tiny.params[tower]
-    adapted = select(params, CLIP_IMAGE_ADAPT_RULES if kind == "image" else CLIP_TEXT_ADAPT_RULES)
+    adapted = select(params, rules)
     ln_params, frozen = partition(params, adapted.mask)
 
     def make_loss(residual_dtype):
