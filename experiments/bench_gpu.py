@@ -455,7 +455,8 @@ class JaxBench:
         summary = trace_summary.summarize(events, steps=n)
         (trace_dir / "summary.md").write_text(trace_summary.markdown(summary, name + options))
         (trace_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        return {k: summary[k] for k in ("source", "ms_per_step", "by_kind")}
+        keys = ("source", "ms_per_step", "busy_ms_per_step", "span_ms_per_step", "by_kind")
+        return {k: summary[k] for k in keys}
 
 
 def precision_scope(jax, precision: str):

@@ -6,7 +6,7 @@
 ``dir/plugins/profile/<run>/perfetto_trace.json.gz``: Chrome trace events, complete events
 (``"ph": "X"``) with a start and a duration in microseconds, on processes and threads named
 by metadata events. This module sums the durations of the device's operations by name and
-by kind (matmul, fused attention, other fusions, copies, collectives), per traced step.
+by kind (matmul, convolution, fused attention, other fusions, copies, collectives), per traced step.
 
 Which events count as the device's operations:
 
@@ -37,7 +37,10 @@ from pathlib import Path
 
 # First match wins; matched against the lower-cased operation or kernel name.
 KINDS: tuple[tuple[str, str], ...] = (
-    ("fused attention", r"cudnn|fmha|flash|dot_product_attention|attention"),
+    # cuDNN's convolutions (ViT's patch embedding: "cutlass_tensorop_..._fprop_...") before
+    # its attention kernels, which the next line takes by the "cudnn" in their names.
+    ("convolution", r"fprop|dgrad|wgrad|cudnn-conv|convolution"),
+    ("fused attention", r"cudnn|fmha|flash|sdpa|dot_product_attention|attention"),
     ("matmul", r"gemm|cublas|cutlass|xmma|nvjet|matmul|dot|triton_gemm|wgmma"),
     ("collective", r"all-gather|all_gather|all-reduce|all_reduce|nccl|collective|reduce-scatter"),
     ("copy / transpose", r"copy|memcpy|memset|transpose|dynamic-update-slice|dynamic_update"),
@@ -46,6 +49,7 @@ KINDS: tuple[tuple[str, str], ...] = (
 )
 SUMMARY_LINES = ("xla modules", "steps", "framework", "launch stats", "tensors", "source")
 CPU_THREADS = ("xlapjrtcpuclient", "xlaeigen")
+NEST_SLACK_US = 1e-3  # an event ending this much after another's end still counts as inside it
 IDLE = re.compile(r"\bwait|await", re.IGNORECASE)  # a thread waiting on others, not working
 
 
@@ -87,7 +91,13 @@ def _names(events: list[dict]) -> tuple[dict, dict]:
 
 def self_times(events: list[dict]) -> list[float]:
     """Each complete event's duration less the durations of the events directly inside it on
-    the same thread (events on one thread nest, as the trace format requires)."""
+    the same thread.
+
+    An event is inside another only when it starts and ends within it (a while loop around
+    its body). GPU kernels on one stream may overlap their neighbours by a fraction of a
+    microsecond (a kernel may launch before the previous one has drained); such partial
+    overlaps are neighbours, not nesting, and keep their whole duration.
+    """
     own = [float(e["dur"]) for e in events]
     by_thread = collections.defaultdict(list)
     for i, e in enumerate(events):
@@ -96,13 +106,31 @@ def self_times(events: list[dict]) -> list[float]:
         indices.sort(key=lambda i: (float(events[i]["ts"]), -float(events[i]["dur"])))
         open_events: list[int] = []  # the chain of events containing the current one
         for i in indices:
-            start = float(events[i]["ts"])
-            while open_events and start >= _end(events[open_events[-1]]):
+            while open_events and _end(events[i]) > _end(events[open_events[-1]]) + NEST_SLACK_US:
                 open_events.pop()
             if open_events:
                 own[open_events[-1]] -= float(events[i]["dur"])
             open_events.append(i)
     return [max(t, 0.0) for t in own]
+
+
+def busy_and_span(events: list[dict]) -> tuple[float, float]:
+    """``(busy, span)`` in microseconds: the union of the events' intervals (time in which
+    at least one runs) and the time from the first start to the last end. ``busy / span``
+    is how much of the traced time the device worked; the rest is idle (launch gaps, host
+    waits)."""
+    if not events:
+        return 0.0, 0.0
+    intervals = sorted((float(e["ts"]), _end(e)) for e in events)
+    busy, (start, end) = 0.0, intervals[0]
+    for s, t in intervals[1:]:
+        if s > end:
+            busy += end - start
+            start, end = s, t
+        else:
+            end = max(end, t)
+    busy += end - start
+    return busy, max(t for _, t in intervals) - intervals[0][0]
 
 
 def _end(event: dict) -> float:
@@ -155,7 +183,8 @@ def summarize(events: list[dict], steps: int = 1, top: int = 15) -> dict:
       top: how many operations to list.
 
     Returns:
-      ``{"source", "steps", "ms_per_step", "by_kind": [{kind, ms_per_step, share}],
+      ``{"source", "steps", "ms_per_step", "busy_ms_per_step", "span_ms_per_step",
+      "by_kind": [{kind, ms_per_step, share}],
       "top_ops": [{name, kind, calls_per_step, ms_per_step, share}], "lines": {name: ms}}``,
       kinds and operations sorted by time, shares of the summed device time.
     """
@@ -167,6 +196,7 @@ def summarize(events: list[dict], steps: int = 1, top: int = 15) -> dict:
         by_name[str(e.get("name", "?"))].append(own)
     by_name = {name: d for name, d in by_name.items() if sum(d) > 0}  # e.g. a loop's wrapper
     total_us = sum(sum(d) for d in by_name.values())
+    busy_us, span_us = busy_and_span(ops)
     by_kind: dict[str, float] = collections.defaultdict(float)
     for name, durations in by_name.items():
         by_kind[kind_of(name)] += sum(durations)
@@ -179,6 +209,8 @@ def summarize(events: list[dict], steps: int = 1, top: int = 15) -> dict:
         "source": source,
         "steps": steps,
         "ms_per_step": total_us / 1000 / steps,
+        "busy_ms_per_step": busy_us / 1000 / steps,
+        "span_ms_per_step": span_us / 1000 / steps,
         "by_kind": [
             {"kind": k, "ms_per_step": us / 1000 / steps, "share": share(us)}
             for k, us in sorted(by_kind.items(), key=lambda kv: -kv[1])
@@ -202,7 +234,9 @@ def markdown(summary: dict, title: str = "") -> str:
     out = [f"### {title}", ""] if title else []
     out += [
         f"{summary['source']}: {summary['ms_per_step']:.2f} ms of device time per step "
-        f"(summed over streams, {summary['steps']} steps traced)",
+        f"(summed over streams, {summary['steps']} steps traced); busy "
+        f"{summary['busy_ms_per_step']:.2f} ms per step of a span of "
+        f"{summary['span_ms_per_step']:.2f} (first start to last end, over steps)",
         "",
         "| kind | ms/step | share |",
         "|---|---|---|",

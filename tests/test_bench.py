@@ -69,6 +69,27 @@ def test_trace_summary_counts_device_self_time(with_ops_line):
     assert "/host:CPU / python" in summary["lines"]
 
 
+def test_trace_summary_keeps_overlapping_kernels_whole_and_reports_idle_time():
+    """Kernels on one GPU stream that overlap their neighbour by a fraction of a microsecond
+    (seen on an H100) are neighbours, not nested: each keeps its duration. The busy time is
+    the union of the kernels, the span runs from the first start to the last end."""
+    events = _meta(10, "/device:GPU:0", {1: "Stream #14(Compute)"})
+    kernels = [
+        ("nvjet_sm90_gemm", 0.0, 100.0),
+        ("loop_add_fusion", 99.7, 50.0),  # starts 0.3 us before the gemm ends
+        ("cutlass_tensorop_bf16_s16816fprop_optimized", 149.5, 20.0),
+        ("nvjet_sm90_gemm", 200.0, 100.0),  # after a 30.5 us gap
+    ]
+    events += [_x(10, 1, n, ts, d) for n, ts, d in kernels]
+    summary = trace_summary.summarize(events, steps=1)
+    assert summary["ms_per_step"] == pytest.approx(0.27)
+    kinds = {k["kind"]: k["ms_per_step"] for k in summary["by_kind"]}
+    assert kinds == pytest.approx({"matmul": 0.2, "other fusion": 0.05, "convolution": 0.02})
+    assert summary["busy_ms_per_step"] == pytest.approx(0.2695)
+    assert summary["span_ms_per_step"] == pytest.approx(0.3)
+    assert "busy 0.27 ms per step of a span of 0.30" in trace_summary.markdown(summary)
+
+
 def test_trace_summary_reads_a_trace_dir_and_checks_steps(tmp_path):
     run = tmp_path / "plugins" / "profile" / "run1"
     run.mkdir(parents=True)
