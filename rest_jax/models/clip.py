@@ -269,6 +269,36 @@ def pooled_rows(x: Array, position: int | Array) -> Array:
     return jnp.take_along_axis(x, position[:, None, None], axis=1)
 
 
+# cuDNN's fused attention in jax 0.11 rejects odd sequence lengths in training ("Unsupported
+# sequence length Q 197, KV 197" on an H100); a multiple of 8 also keeps rows aligned.
+CUDNN_SEQ_MULTIPLE = 8
+
+
+def padded_attention(
+    q: Array, k: Array, v: Array, causal: bool, implementation: str | None, multiple: int = 1
+) -> Array:
+    """``jax.nn.dot_product_attention`` over ``(B, L, heads, d)`` with the sequence padded to
+    a multiple of ``multiple``; returns the ``L`` real rows, the same numbers as unpadded.
+
+    The padded keys are masked by ``key_value_seq_lengths = L``; the padded queries attend to
+    the real keys (finite values, no all-masked softmax) and are dropped, so they receive no
+    gradient.
+    """
+    length = q.shape[1]
+    pad = -length % multiple
+    if not pad:
+        return jax.nn.dot_product_attention(
+            q, k, v, is_causal=causal, implementation=implementation
+        )
+    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+    q, k, v = (jnp.pad(t, widths) for t in (q, k, v))
+    lengths = jnp.full((q.shape[0],), length, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        q, k, v, is_causal=causal, key_value_seq_lengths=lengths, implementation=implementation
+    )
+    return out[:, :length]
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention via ``jax.nn.dot_product_attention`` (scale ``1/sqrt(d_head)``).
 
@@ -295,10 +325,9 @@ class SelfAttention(nn.Module):
         if query_position is None:
             q, k, v = heads("q_proj", x), heads("k_proj", x), heads("v_proj", x)
             # implementation None is XLA's attention (jax 0.10/0.11); "cudnn" is the fused GPU
-            # kernel (bf16/fp16 only).
-            out = jax.nn.dot_product_attention(
-                q, k, v, is_causal=self.causal, implementation=self.attention
-            )
+            # kernel (bf16/fp16 only), which refuses ViT-B/16's 197 tokens: padded to 200.
+            multiple = CUDNN_SEQ_MULTIPLE if self.attention == "cudnn" else 1
+            out = padded_attention(q, k, v, self.causal, self.attention, multiple)
         else:
             q = heads("q_proj", pooled_rows(x, query_position))
             k, v = heads("k_proj", x), heads("v_proj", x)
