@@ -188,7 +188,6 @@ def contrastive_reference(
     Returns:
       A pytree shaped like ``adapted``.
     """
-
     return _reference_gradient(
         apply_fn, adapted, frozen, source_inputs, source_targets, temperature
     )

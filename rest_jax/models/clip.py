@@ -286,13 +286,11 @@ def padded_attention(
     """
     length = q.shape[1]
     pad = -length % multiple
-    if not pad:
-        return jax.nn.dot_product_attention(
-            q, k, v, is_causal=causal, implementation=implementation
-        )
-    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
-    q, k, v = (jnp.pad(t, widths) for t in (q, k, v))
-    lengths = jnp.full((q.shape[0],), length, jnp.int32)
+    lengths = None
+    if pad:
+        widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+        q, k, v = (jnp.pad(t, widths) for t in (q, k, v))
+        lengths = jnp.full((q.shape[0],), length, jnp.int32)
     out = jax.nn.dot_product_attention(
         q, k, v, is_causal=causal, key_value_seq_lengths=lengths, implementation=implementation
     )
