@@ -5,8 +5,8 @@ contrastive loss at theta_0), with ``c = <g, r>``:
 
   direction  g'  = g - c / ||r||^2 r     if c < 0          (mode "conflict", the default)
              g'  = g - c / ||r||^2 r     always            (mode "orthogonal")
-             g'  = g                                         (mode "none": diagnostics only)
   strength   g'' = g' + beta ||g'|| r / ||r||                (beta >= 0; 0 = pure projection)
+  mode "none": g'' = g whatever beta (decoupling off; only cos(g, r) is recorded)
 
 Inner products and norms run over the whole pytree (``per_leaf=False``) or leaf by leaf.
 A reference with ``||r|| <= min_reference_norm`` leaves g unchanged. Place it before the
@@ -82,12 +82,12 @@ def _decouple(g, r, mode, beta, min_norm):
     rr = _tree_vdot(r, r)
     usable = rr > min_norm**2
     rr_safe = jnp.where(usable, rr, 1)
+    if mode == "none":  # decoupling off: no projection and no push, whatever beta is
+        return g, jnp.zeros((), bool)
     if mode == "conflict":
         projected = usable & (c < 0)
-    elif mode == "orthogonal":
-        projected = usable
     else:
-        projected = jnp.zeros((), bool)
+        projected = usable
     coef = jnp.where(projected, c / rr_safe, 0)
     g1 = jax.tree.map(lambda gi, ri: (gi - coef * ri).astype(gi.dtype), g, r)
     g1_norm = jnp.sqrt(_tree_vdot(g1, g1))
@@ -111,8 +111,10 @@ def gradient_decoupling(
         from zeros (the identity until a reference is set with ``optax.tree.set(state,
         reference=r)`` or passed as the ``decoupling_reference`` extra argument).
       mode: "conflict" (remove the component along r only when <g, r> < 0), "orthogonal"
-        (always remove it) or "none" (leave g as it is; only record the cosine).
+        (always remove it) or "none" (leave g as it is whatever ``beta``; only record the
+        cosine).
       beta: strength of the push along r, ``beta ||g'|| r / ||r||``; 0 = pure projection.
+        Ignored in mode "none".
       per_leaf: apply the rule leaf by leaf instead of over the whole tree.
       min_reference_norm: a reference with a smaller norm leaves the update unchanged.
 

@@ -272,3 +272,14 @@ def test_contrastive_reference_is_gradient_of_infonce(x64):
         float(explicit(params["ln"])),
         rtol=1e-12,
     )
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 2.0])
+def test_mode_none_leaves_the_gradient_untouched_whatever_beta(beta):
+    g = random_tree(jax.random.PRNGKey(21))
+    r = random_tree(jax.random.PRNGKey(22))
+    out, state = apply(gradient_decoupling(r, mode="none", beta=beta), g)
+    assert_tree_close(out, g, rtol=0, atol=0)
+    expected = tree_dot(g, r) / jnp.sqrt(tree_dot(g, g) * tree_dot(r, r))
+    np.testing.assert_allclose(float(state.cosine), float(expected), rtol=1e-5)
+    assert not bool(state.projected)

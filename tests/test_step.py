@@ -278,3 +278,22 @@ def test_rest_logs_reference_cosine_and_projects():
     assert cos.shape == (4, 3) and np.all(np.abs(cos) <= 1.0 + 1e-6)
     assert np.any(cos != 0)
     assert "consistency_loss" in result.metrics
+
+
+def test_decoupling_off_ignores_beta():
+    """``decoupling=False`` means no projection and no push: beta changes nothing."""
+    params, gallery, queries, clean = toy_problem(seed=9, n_queries=24)
+    scores = []
+    for beta in (0.0, 0.3):
+        adapter = Adapter.create(
+            toy_apply,
+            params,
+            gallery,
+            config=preset("rest", decoupling=False, decoupling_beta=beta, learning_rate=1e-2),
+            rules=LN_ONLY,
+            source=(clean, gallery),
+        )
+        result = run_stream(adapter, batches_from_array(queries, 8))
+        assert np.any(result.metrics["reference_cosine"] != 0)  # still recorded
+        scores.append(result.scores)
+    np.testing.assert_array_equal(scores[0], scores[1])
