@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -187,7 +187,7 @@ def train_contrastive(
     *,
     progress: bool = True,
 ) -> tuple[PyTree, np.ndarray]:
-    """Trains both towers with the symmetric contrastive loss.
+    """Trains both towers with the symmetric contrastive loss on fixed model inputs.
 
     Each step takes ``batch_size`` distinct images and one caption of each
     (:func:`batch_indices`), so the batch has no false negatives by identity.
@@ -204,6 +204,38 @@ def train_contrastive(
     Returns:
       ``(params, losses)`` with the loss of every step.
     """
+    return train_contrastive_batches(
+        model,
+        params,
+        lambda picks, captions: (images[picks], token_ids[captions]),
+        caption_image_ids,
+        len(images),
+        cfg,
+        progress=progress,
+    )
+
+
+def train_contrastive_batches(
+    model: ClipModel,
+    params: PyTree,
+    make_batch: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    caption_image_ids: np.ndarray,
+    num_images: int,
+    cfg: SourceModelConfig,
+    *,
+    progress: bool = True,
+) -> tuple[PyTree, np.ndarray]:
+    """As :func:`train_contrastive`, with the batch built on the host at every step.
+
+    Args:
+      make_batch: ``(image ids, caption ids) -> (image inputs, token ids)`` of one step, e.g.
+        augmented copies (``rest_jax.augment``); called in step order.
+      caption_image_ids: (C,) image index of each caption.
+      num_images: number of training images.
+
+    Returns:
+      ``(params, losses)`` with the loss of every step.
+    """
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, cfg.learning_rate, cfg.warmup_steps, max(cfg.steps, cfg.warmup_steps + 1)
     )
@@ -212,13 +244,14 @@ def train_contrastive(
     )
     opt_state = optimizer.init(params)
     step = make_train_step(model, optimizer)
-    batches = batch_indices(caption_image_ids, len(images), cfg.batch_size, cfg.steps, cfg.seed)
+    batches = batch_indices(caption_image_ids, num_images, cfg.batch_size, cfg.steps, cfg.seed)
     losses = np.zeros(cfg.steps, np.float32)
     bar = tqdm(range(cfg.steps), desc="source model", disable=not progress, mininterval=2.0)
     pending = []
     for i in bar:
         picks, caption = next(batches)
-        params, opt_state, loss = step(params, opt_state, images[picks], token_ids[caption])
+        images, token_ids = make_batch(picks, caption)
+        params, opt_state, loss = step(params, opt_state, images, token_ids)
         pending.append((i, loss))
         if len(pending) > 4:  # read losses a few steps late: no sync per step
             j, value = pending.pop(0)

@@ -1,0 +1,126 @@
+"""The world's shipped source model: a small CLIP two-tower trained once, stored with its hash.
+
+A directory in Hugging Face CLIP layout plus the world's files:
+
+  ``config.json``        the CLIP configuration (Hugging Face keys, read by ``load_clip``);
+  ``model.safetensors``  the weights (Hugging Face names, float32);
+  ``tokenizer.json``     the world's subword tokenizer (``rest_jax.data.subword``);
+  ``training.json``      how it was trained: world, model, augmentation, schedule, time,
+                         final loss and the validation split's clean R@1.
+
+:data:`WORLD_SOURCE_SHA256` pins the content of each file, so that every machine starts from
+the same model. ``python -m experiments.train_source`` retrains it (see the README) and
+prints the new hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from rest_jax.data.subword import SubwordTokenizer
+from rest_jax.models.clip import ClipConfig
+from rest_jax.models.hf import flax_to_hf, load_clip
+
+PyTree = Any
+
+WORLD_SOURCE_DIR = pathlib.Path(__file__).parent / "assets" / "world_source"
+WORLD_SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
+WORLD_SOURCE_SHA256: dict[str, str] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldSource:
+    """The loaded source model: CLIP config, parameters, tokenizer and training record."""
+
+    config: ClipConfig
+    params: PyTree
+    tokenizer: SubwordTokenizer
+    training: dict[str, Any]
+    directory: pathlib.Path
+
+
+def file_sha256(path: str | pathlib.Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(directory: str | pathlib.Path, expected: dict[str, str]) -> None:
+    """Checks that every file of ``expected`` is in ``directory`` with that SHA-256.
+
+    Raises:
+      FileNotFoundError: a file is missing (named).
+      ValueError: a file's content differs from its hash (named, with both hashes).
+    """
+    directory = pathlib.Path(directory)
+    for name, want in sorted(expected.items()):
+        path = directory / name
+        if not path.exists():
+            raise FileNotFoundError(f"source model file missing: {path}")
+        got = file_sha256(path)
+        if got != want:
+            raise ValueError(
+                f"{path} does not match its pinned SHA-256 (expected {want}, got {got}): "
+                "restore it (git checkout) or retrain with python -m experiments.train_source "
+                "and use the new directory explicitly"
+            )
+
+
+def save_world_source(
+    directory: str | pathlib.Path,
+    config: ClipConfig,
+    params: PyTree,
+    tokenizer: SubwordTokenizer,
+    training: dict[str, Any],
+) -> dict[str, str]:
+    """Writes the four files of a source-model directory; returns their SHA-256."""
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(
+        json.dumps(config.to_hf_dict(), indent=1, sort_keys=True) + "\n"
+    )
+    weights = {k: np.array(v, np.float32, order="C") for k, v in flax_to_hf(params, config).items()}
+    save_file(dict(sorted(weights.items())), str(directory / "model.safetensors"))
+    tokenizer.save(directory / "tokenizer.json")
+    (directory / "training.json").write_text(json.dumps(training, indent=1, sort_keys=True) + "\n")
+    return {name: file_sha256(directory / name) for name in WORLD_SOURCE_FILES}
+
+
+def load_world_source(
+    directory: str | pathlib.Path | None = None, expected: dict[str, str] | None = None
+) -> WorldSource:
+    """Loads a source-model directory, checking its files' hashes first.
+
+    Args:
+      directory: the directory; ``None`` is the shipped model (``WORLD_SOURCE_DIR``).
+      expected: file name -> SHA-256; ``None`` is :data:`WORLD_SOURCE_SHA256` for the shipped
+        model and no check for another directory (a model you retrained yourself).
+    """
+    shipped = directory is None
+    directory = pathlib.Path(WORLD_SOURCE_DIR if shipped else directory)
+    if expected is None and shipped:
+        expected = WORLD_SOURCE_SHA256
+    for name in WORLD_SOURCE_FILES:
+        if not (directory / name).exists():
+            raise FileNotFoundError(
+                f"source model file missing: {directory / name} (a source-model directory "
+                f"holds {', '.join(WORLD_SOURCE_FILES)}; python -m experiments.train_source "
+                "writes one)"
+            )
+    if expected:
+        verify(directory, expected)
+    config, params, _ = load_clip(directory)
+    tokenizer = SubwordTokenizer.from_file(directory / "tokenizer.json")
+    training = json.loads((directory / "training.json").read_text())
+    return WorldSource(config, params, tokenizer, training, directory)
