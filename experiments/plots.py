@@ -25,8 +25,14 @@ def r1_by_corruption(rows, out, direction):
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shifts)), 4))
     for i, m in enumerate(methods):
-        vals = {r["shifts"][0]: r["r1"] for r in qs if r["method"] == m}
-        ax.bar(np.arange(len(shifts)) + i * width, [vals.get(s, 0) for s in shifts], width, label=m)
+        vals = {r["shifts"][0]: r for r in qs if r["method"] == m}
+        ax.bar(
+            np.arange(len(shifts)) + i * width,
+            [vals[s]["r1"] if s in vals else 0 for s in shifts],
+            width,
+            yerr=[vals[s].get("r1_std", 0) if s in vals else 0 for s in shifts],
+            label=m,
+        )
     ax.set_xticks(np.arange(len(shifts)) + 0.4 - width / 2, shifts, rotation=30, ha="right")
     ax.set_ylabel("R@1 (%)")
     ax.set_title(f"{direction}: R@1 per shift by method")
@@ -76,7 +82,7 @@ def reference_cosine(rows, out):
     drawn = False
     for r in qs:
         if r["method"] in labels and r["shifts"][0] == shift:
-            trace = _trace(out, r["key"])
+            trace = _trace(out, r.get("trace_key", r["key"]))
             if trace and "reference_cosine" in trace:
                 ax.plot(trace["reference_cosine"].reshape(-1), label=labels[r["method"]], lw=1)
                 drawn = True

@@ -23,10 +23,31 @@ def _fmt(x):
     return "" if x is None else f"{x:.1f}"
 
 
-def markdown(rows: list[dict], description: dict) -> str:
+def _fmt_std(row, metric="r1"):
+    """``mean ± std`` of a metric of an aggregated row (``mean`` alone for a single seed)."""
+    if row is None or metric not in row:
+        return ""
+    std = row.get(metric + "_std")
+    if len(row.get("seeds", [])) > 1 and std is not None:
+        return f"{row[metric]:.1f} ± {std:.1f}"
+    return f"{row[metric]:.1f}"
+
+
+ORACLE_NOTE = (
+    "`oracle` uses labels: supervised tuning of the same LayerNorm parameters on the first half "
+    "of each stream, R@1 on the second half (the ceiling of LayerNorm-only adaptation; not a "
+    "test-time method)."
+)
+
+
+def markdown(rows: list[dict], description: dict, summary: dict | None = None) -> str:
+    """The study's tables; ``rows`` are aggregated over stream orders (``aggregate``)."""
+    seeds = max((len(r.get("seeds", [])) for r in rows), default=1)
     out = [
         f"# Study results ({description.get('dataset')}, {description.get('split')} split: "
         f"{description.get('images')} images, {description.get('captions')} captions)",
+        "",
+        f"Every figure is the mean ± std over {seeds} stream orders.",
         "",
     ]
     for direction in ("i2t", "t2i"):
@@ -34,21 +55,25 @@ def markdown(rows: list[dict], description: dict) -> str:
         if not drows:
             continue
         out.append(f"## {direction}: R@1 under query shift (severity/level as named)")
-        qs = [r for r in drows if r["group"] in ("qs", "clean")]
+        qs = [r for r in drows if r["group"] in ("qs", "clean", "oracle")]
         shifts = []
         for r in qs:
             if r["shifts"][0] not in shifts:
                 shifts.append(r["shifts"][0])
         body = []
+        headline = (summary or {}).get(direction, {})
         for method in _methods(qs):
-            cells = {r["shifts"][0]: r["r1"] for r in qs if r["method"] == method}
-            shifted = [cells[s] for s in shifts if s != "clean" and s in cells]
-            body.append(
-                [method]
-                + [_fmt(cells.get(s)) for s in shifts]
-                + [_fmt(np.mean(shifted)) if shifted else ""]
-            )
+            cells = {r["shifts"][0]: r for r in qs if r["method"] == method}
+            shifted = [cells[s]["r1"] for s in shifts if s != "clean" and s in cells]
+            if method in headline:
+                h = headline[method]
+                mean = f"{h['mean_shifted_r1']:.1f} ± {h['mean_shifted_r1_std']:.1f}"
+            else:
+                mean = _fmt(np.mean(shifted)) if shifted else ""
+            body.append([method] + [_fmt_std(cells.get(s)) for s in shifts] + [mean])
         out += [_table(["method"] + shifts + ["mean (shifted)"], body), ""]
+        if any(r["group"] == "oracle" for r in qs):
+            out += [ORACLE_NOTE, ""]
         for kind in ("mixed", "continual"):
             div = [r for r in drows if r["group"] == kind]
             if not div:
@@ -59,9 +84,9 @@ def markdown(rows: list[dict], description: dict) -> str:
                 "R@1 after the stream minus before)"
             )
             body = [
-                [r["method"], _fmt(r["r1"])]
+                [r["method"], _fmt_std(r)]
                 + [_fmt(r["per_domain"][d]["r1"]) for d in domains]
-                + [_fmt(r.get("forgetting_r1"))]
+                + [_fmt_std(r, "forgetting_r1")]
                 for r in div
             ]
             out += [_table(["method", "all"] + domains + ["forgetting"], body), ""]
@@ -81,10 +106,10 @@ def markdown(rows: list[dict], description: dict) -> str:
             for name in names:
                 for method in _methods([r for r in drows if r["group"] == "severity"]):
                     cells = {
-                        int(r["shifts"][0].split("@")[1]): r["r1"]
+                        int(r["shifts"][0].split("@")[1]): r
                         for r in sev
                         if r["method"] == method and r["shifts"][0].startswith(name + "@")
                     }
-                    body.append([name, method] + [_fmt(cells.get(s)) for s in range(1, 6)])
+                    body.append([name, method] + [_fmt_std(cells.get(s)) for s in range(1, 6)])
             out += [_table(["corruption", "method", "1", "2", "3", "4", "5"], body), ""]
     return "\n".join(out)
