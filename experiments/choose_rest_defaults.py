@@ -1,6 +1,6 @@
 """Chooses REST's defaults on the synthetic world's VALIDATION split (never the test split).
 
-    python -m experiments.choose_rest_defaults [--source-steps ...] [--out docs/rest_defaults.md]
+    python -m experiments.choose_rest_defaults [--source-model DIR] [--out docs/rest_defaults.md]
 
 A coordinate search from the current preset: each of K (num_candidates), the consistency
 weight and temperature, the decoupling strength beta and the learning rate is varied alone;
@@ -44,7 +44,9 @@ def score(cfg: StudyConfig, data, overrides: dict) -> dict:
                 method="rest",
                 shifts=[shift],
                 kind="single",
+                seed=0,
                 key=f"{direction}|{shift}",
+                run_key=f"{direction}|{shift}",
             )
             row, _ = runner.run(run)
             out[f"{direction}:{shift}"] = row["r1"]
@@ -54,7 +56,7 @@ def score(cfg: StudyConfig, data, overrides: dict) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source-steps", type=int, default=StudyConfig.source_steps)
+    parser.add_argument("--source-model", default="", help="default: the shipped model")
     parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
     parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
     parser.add_argument("--out", default="docs/rest_defaults.md")
@@ -62,7 +64,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = StudyConfig(
         split="validation",
-        source_steps=args.source_steps,
+        source_model=args.source_model,
+        stream_seeds="0",
         image_shifts=args.image_shifts,
         text_shifts=args.text_shifts,
         cache_dir=args.cache_dir,
@@ -87,7 +90,7 @@ def main(argv=None):
         "# REST defaults: the validation search",
         "",
         "Chosen on the SynthWorld **validation** split (never the test split) by",
-        f"`python -m experiments.choose_rest_defaults --source-steps {args.source_steps}`",
+        "`python -m experiments.choose_rest_defaults`",
         f"({time.perf_counter() - start:.0f} s). Coordinate search from the preset; a change is",
         "kept only if it raises the mean R@1 by more than 0.05 points.",
         "",

@@ -27,19 +27,17 @@ class StudyConfig:
     cache_dir: str = ".cache/rest_jax"
     seed: int = 0
 
-    # Data and model. "synthworld" trains its own source model; "coco" / "flickr" read the
-    # Karpathy test split from data_dir and a CLIP checkpoint directory.
+    # Data and model. "synthworld" uses the shipped source model (rest_jax/assets/world_source,
+    # hash-checked); "coco" / "flickr" read the Karpathy test split from data_dir and a CLIP
+    # checkpoint directory.
     dataset: str = "synthworld"
     data_dir: str = ""
     checkpoint: str = ""
-    image_size: int = 0  # 0: the world's 32 px, or the checkpoint's preprocessing size
+    image_size: int = 0  # 0: the source model's (32 px), or the checkpoint's preprocessing size
     split: str = "test"  # "validation" to tune (SynthWorld only)
-
-    # Source model of the synthetic world.
-    world_train_images: int = 10_000
-    source_steps: int = 4000  # ~2 min on a 2-core CPU (SourceModelConfig)
-    source_width: int = 64
-    source_layers: int = 2
+    source_model: str = ""  # SynthWorld: a source-model directory instead of the shipped one
+    retrain_source: bool = False  # SynthWorld: retrain the source model (~N min) into cache_dir
+    hyperparameters: str = "auto"  # "synthworld" (tuned on its validation split), "paper", auto
 
     # The grid.
     methods: str = ALL_METHODS
@@ -55,9 +53,20 @@ class StudyConfig:
     diverse_total: int = 1000  # queries in a diverse stream, shared equally by its domains
     ablations: bool = True
     batch_size: int = 64
-    order: str = "reference"
+    order: str = "seeded"  # stream order: "seeded" (one per seed), "reference" (TCR's)
+    stream_seeds: str = "0,1,2"  # stream orders; every row is the mean ± std over them
+    oracle: bool = True  # add the supervised LayerNorm-tuning ceiling (uses labels)
     max_queries: int = 0  # 0: every query of the split
     adapt: tuple[str, ...] = ()  # AdaptConfig overrides, "KEY=VALUE" or "METHOD.KEY=VALUE"
+
+    def stream_seed_list(self) -> list[int]:
+        return [int(s) for s in _split(self.stream_seeds)]
+
+    def resolved_hyperparameters(self) -> str:
+        """``auto``: the world's tuned values on SynthWorld, the published ones elsewhere."""
+        if self.hyperparameters != "auto":
+            return self.hyperparameters
+        return "synthworld" if self.dataset == "synthworld" else "paper"
 
     def method_list(self) -> list[str]:
         return _split(self.methods)

@@ -18,9 +18,8 @@ import jax
 import numpy as np
 
 from experiments.config import StudyConfig
-from rest_jax import study, training
+from rest_jax import pretrained, study, training
 from rest_jax.data.synthworld import WorldConfig, generate_split
-from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
 from rest_jax.models import CLIP_IMAGE_ADAPT_RULES, CLIP_TEXT_ADAPT_RULES, ClipModel
 
 log = logging.getLogger("rest_jax.study")
@@ -57,12 +56,45 @@ def source_pairs(towers: study.Towers, pairs: study.RetrievalSplit, n: int) -> d
     return {"i2t": (images, text_emb), "t2i": (texts, image_emb)}
 
 
-def source_model_dir(cfg: StudyConfig, world: WorldConfig, model_cfg) -> pathlib.Path:
-    key = json.dumps(
-        {"world": world.to_dict(), "model": dataclasses.asdict(model_cfg)}, sort_keys=True
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+def world_from_record(record: dict, image_size: int) -> WorldConfig:
+    """The WorldConfig a source model was trained on (its ``training.json``), as tuples."""
+    world = {k: tuple(v) if isinstance(v, list) else v for k, v in record["world"].items()}
+    if image_size and image_size != world["image_size"]:
+        raise ValueError(
+            f"--image-size {image_size} differs from the source model's {world['image_size']} px"
+        )
+    return WorldConfig(**world)
+
+
+def retrained_source_dir(cfg: StudyConfig) -> pathlib.Path:
+    """Where ``--retrain-source`` writes: the cache, keyed by the training recipe."""
+    from experiments import train_source
+
+    recipe = {
+        "world": train_source.WORLD.to_dict(),
+        "model": dataclasses.asdict(train_source.MODEL),
+        "augment": dataclasses.asdict(train_source.AUGMENT),
+        "vocab_size": train_source.VOCAB_SIZE,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return pathlib.Path(cfg.cache_dir).absolute() / f"source-{digest}"
+
+
+def load_source(cfg: StudyConfig) -> pretrained.WorldSource:
+    """The source model: shipped (hash-checked), a directory given, or retrained on request."""
+    if cfg.retrain_source:
+        if cfg.source_model:
+            raise ValueError("--retrain-source and --source-model exclude each other")
+        from experiments import train_source
+
+        directory = retrained_source_dir(cfg)
+        if not (directory / "training.json").exists():
+            log.info("source model: retraining (explicit --retrain-source) into %s", directory)
+            train_source.train(directory)
+        return pretrained.load_world_source(directory)
+    if cfg.source_model:
+        return pretrained.load_world_source(cfg.source_model)
+    return pretrained.load_world_source()
 
 
 def clip_towers(model: ClipModel, params, image_inputs, text_inputs) -> study.Towers:
@@ -81,42 +113,21 @@ def clip_towers(model: ClipModel, params, image_inputs, text_inputs) -> study.To
 
 
 def synthworld(cfg: StudyConfig) -> StudyData:
-    world = WorldConfig(image_size=cfg.image_size or 32, n_train=cfg.world_train_images)
-    tokenizer = WorldTokenizer.build()
-    model_cfg = training.SourceModelConfig(
-        steps=cfg.source_steps, width=cfg.source_width, layers=cfg.source_layers, seed=cfg.seed
+    source = load_source(cfg)
+    world = world_from_record(source.training, cfg.image_size)
+    max_len = source.config.text.max_position_embeddings
+    log.info(
+        "source model: %s (validation clean R@1 %s)",
+        source.directory,
+        source.training.get("validation_clean_r1"),
     )
-    model = ClipModel(
-        training.world_clip_config(
-            model_cfg, world.image_size, tokenizer.vocab_size, SOT_ID, EOT_ID
-        )
-    )
-    directory = source_model_dir(cfg, world, model_cfg)
-    target = training.init_params(model, model_cfg.seed)
-    if (directory / "metadata.json").exists():
-        params, meta = training.load_source_model(directory, target)
-        log.info("source model: cached at %s", directory)
-    else:
-        log.info("source model: training (%d steps), cache %s", model_cfg.steps, directory)
-        train = generate_split(world, "train", cfg.seed)
-        params, losses = training.train_contrastive(
-            model,
-            target,
-            training.image_inputs(train["images"]),
-            tokenizer.encode(train["captions"], model_cfg.max_text_len),
-            train["caption_image_ids"],
-            model_cfg,
-        )
-        meta = {"final_loss": float(losses[-20:].mean()), "steps": model_cfg.steps}
-        training.save_source_model(directory, params, meta)
-    params = jax.tree.map(np.asarray, params)
     towers = clip_towers(
-        model,
-        params,
+        ClipModel(source.config),
+        jax.tree.map(np.asarray, source.params),
         image_inputs=training.image_inputs,
-        text_inputs=lambda caps: tokenizer.encode(list(caps), model_cfg.max_text_len),
+        text_inputs=lambda caps: source.tokenizer.encode(list(caps), max_len),
     )
-    evaluated = generate_split(world, cfg.split, cfg.seed)
+    evaluated = generate_split(world, cfg.split, 0)
     split = _subset(
         study.RetrievalSplit(
             evaluated["images"],
@@ -125,9 +136,10 @@ def synthworld(cfg: StudyConfig) -> StudyData:
         ),
         cfg.max_queries,
     )
-    # Source pairs from the source domain's own (clean) training split, never the test split.
+    # Source pairs from the source domain's own (clean) training distribution: a fresh draw
+    # (seed 1; the model was trained on seed 0's split), never the evaluated split.
     world_small = dataclasses.replace(world, n_train=NUM_SOURCE_PAIRS)
-    pairs_raw = generate_split(world_small, "train", cfg.seed + 1)
+    pairs_raw = generate_split(world_small, "train", 1)
     pairs = study.RetrievalSplit(
         pairs_raw["images"], list(pairs_raw["captions"]), np.asarray(pairs_raw["caption_image_ids"])
     )
@@ -137,7 +149,14 @@ def synthworld(cfg: StudyConfig) -> StudyData:
         "images": len(split.images),
         "captions": len(split.captions),
         "world": world.to_dict(),
-        "source_model": {**dataclasses.asdict(model_cfg), **meta, "cache": str(directory)},
+        "source_model": {
+            "directory": str(source.directory),
+            "sha256": {
+                name: pretrained.file_sha256(source.directory / name)
+                for name in pretrained.WORLD_SOURCE_FILES
+            },
+            **{k: source.training.get(k) for k in ("final_loss", "validation_clean_r1", "model")},
+        },
     }
     return StudyData(split, towers, source_pairs(towers, pairs, NUM_SOURCE_PAIRS), description)
 

@@ -11,6 +11,7 @@ rows already in ``results.jsonl`` are not run again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import rest_jax
-from experiments import plots, report
+from experiments import aggregate, oracle, plots, report
 from experiments.config import StudyConfig, adapt_overrides, parse_args
 from experiments.data import load_study_data
 from rest_jax import study
@@ -67,7 +68,7 @@ class Results:
 
 
 def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig:
-    base = rest_jax.preset(method.split("-")[0])
+    base = rest_jax.preset(method.split("-")[0], cfg.resolved_hyperparameters())
     return base.replace(**{**adapt_overrides(cfg, method), **extra})
 
 
@@ -106,17 +107,27 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
         for kind in study_split(cfg.diverse) if direction in cfg.diverse_directions else []:
             for method in study_split(cfg.diverse_methods):
                 runs.append(dict(group=kind, direction=direction, method=method, shifts=shifts))
+        if cfg.oracle:
+            for shift in shifts:
+                runs.append(
+                    dict(group="oracle", direction=direction, method="oracle", shifts=[shift])
+                )
         if cfg.ablations and direction == "i2t":
             for variant in ABLATIONS:
                 for shift in shifts:
                     runs.append(
                         dict(group="ablation", direction=direction, method=variant, shifts=[shift])
                     )
+    seeded = []
     for run in runs:
         kind = run["group"] if run["group"] in ("mixed", "continual") else "single"
         run["kind"] = kind
-        run["key"] = f"{run['group']}|{run['direction']}|{run['method']}|{'+'.join(run['shifts'])}"
-    return runs
+        run["run_key"] = "|".join(
+            [run["group"], run["direction"], run["method"], "+".join(run["shifts"])]
+        )
+        for seed in cfg.stream_seed_list():
+            seeded.append({**run, "seed": seed, "key": f"{run['run_key']}|seed={seed}"})
+    return seeded
 
 
 def study_split(text: str) -> list[str]:
@@ -145,6 +156,7 @@ class Runner:
             d: study.relevance(data.split, d)[self._rows(d)] for d in cfg.direction_list()
         }
         self._clean_r1: dict[str, float] = {}
+        self.oracle_config = oracle.OracleConfig()
 
     def adapter(self, direction: str, method: str) -> rest_jax.Adapter:
         key = (direction, method)
@@ -189,24 +201,16 @@ class Runner:
         return self.inputs[key]
 
     def run(self, run: dict) -> tuple[dict, dict]:
+        if run["method"] == "oracle":
+            return self.run_oracle(run), {}
         direction, method = run["direction"], run["method"]
         adapter = self.adapter(direction, method)
-        domains = [study.parse_domain(s, direction) for s in run["shifts"]]
-        inputs = [self.queries(direction, s) for s in run["shifts"]]
-        stream = study.make_stream(
-            "+".join(run["shifts"]),
-            domains,
-            inputs,
-            kind=run["kind"],
-            batch_size=self.cfg.batch_size,
-            order=self.cfg.order,
-            seed=self.cfg.seed,
-            total=self.cfg.diverse_total,
-        )
         start = time.perf_counter()
+        stream, inputs = self.stream(run)
         metrics, result = study.run_method(adapter, stream, self.relevant[direction])
         row = {
-            **{k: run[k] for k in ("key", "group", "direction", "method", "shifts")},
+            **{k: run[k] for k in ("key", "run_key", "seed", "group", "direction", "method")},
+            "shifts": run["shifts"],
             **metrics,
             "rolled_back": int(result.rolled_back.sum()),
         }
@@ -230,6 +234,49 @@ class Runner:
             row["diagnostics_source"] = study.query_diagnostics(q_source, self.galleries[direction])
         return row, traces
 
+    def stream(self, run: dict):
+        """The planned stream of ``run`` (its seed sets the order) and its domains' inputs."""
+        direction = run["direction"]
+        domains = [study.parse_domain(s, direction) for s in run["shifts"]]
+        inputs = [self.queries(direction, s) for s in run["shifts"]]
+        stream = study.make_stream(
+            "+".join(run["shifts"]),
+            domains,
+            inputs,
+            kind=run["kind"],
+            batch_size=self.cfg.batch_size,
+            order=self.cfg.order,
+            seed=run["seed"],
+            total=self.cfg.diverse_total,
+        )
+        return stream, inputs
+
+    def run_oracle(self, run: dict) -> dict:
+        """Supervised LayerNorm tuning on the stream's first half, scored on its second half."""
+        direction = run["direction"]
+        start = time.perf_counter()
+        encoder, params, rules = self.data.towers.query_side(direction)
+        stream, inputs = self.stream(run)
+        order = stream.plan.ids[stream.plan.mask]  # query ids in stream order
+        metrics = oracle.oracle_retrieval(
+            encoder,
+            params,
+            rules,
+            inputs[0],
+            order,
+            self.galleries[direction],
+            self.relevant[direction],
+            self.oracle_config,
+            study.embed,
+        )
+        return {
+            **{k: run[k] for k in ("key", "run_key", "seed", "group", "direction", "method")},
+            "shifts": run["shifts"],
+            **metrics,
+            "uses_labels": True,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+
 
 def main(argv=None) -> pathlib.Path:
     cfg = parse_args(argv)
@@ -251,6 +298,9 @@ def main(argv=None) -> pathlib.Path:
         "device": str(jax.devices()[0]),
         "device_count": jax.device_count(),
         "seed": cfg.seed,
+        "stream_seeds": cfg.stream_seed_list(),
+        "hyperparameters": cfg.resolved_hyperparameters(),
+        "oracle": dataclasses.asdict(oracle.OracleConfig()) if cfg.oracle else None,
         "command": " ".join(sys.argv),
         "deterministic": "every figure, for this machine and these versions (CPU, fixed seeds "
         "and stream order); 'seconds' is a timing and varies",
@@ -268,8 +318,11 @@ def main(argv=None) -> pathlib.Path:
         )
         results.add(row)
     rows = [results.rows[r["key"]] for r in runs]
-    (out / "table.md").write_text(report.markdown(rows, data.description))
-    plots.make_all(rows, out)
+    merged = aggregate.aggregate(rows)
+    headline = aggregate.summary(rows)
+    (out / "summary.json").write_text(json.dumps(headline, indent=2) + "\n")
+    (out / "table.md").write_text(report.markdown(merged, data.description, headline))
+    plots.make_all(merged, out)
     log.info("wrote %s in %.0f s", out, time.perf_counter() - t0)
     print((out / "table.md").read_text())
     return out

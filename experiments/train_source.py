@@ -31,9 +31,17 @@ from rest_jax.data.synthworld import WorldConfig, generate_split
 from rest_jax.data.tokenizer import EOT_ID, SOT_ID
 from rest_jax.models import ClipModel
 
-# The shipped model's recipe (README "Source model"; ~N minutes on 2 CPU cores).
-WORLD = WorldConfig(n_train=40_000)
-MODEL = training.SourceModelConfig(patch_size=4, batch_size=128, steps=6000, max_text_len=48)
+# The shipped model's recipe (README "Source model"; ~25 minutes on 2 CPU cores). The world is
+# SynthWorld with 40k training images and somewhat less ambiguous captions (fewer synonyms,
+# fewer single-object captions, the background always named), so that a small model can
+# reach clean R@1 of the order of CLIP's on COCO.
+WORLD = WorldConfig(
+    n_train=40_000,
+    p_synonym=0.15,
+    caption_type_weights=(0.05, 0.4, 0.45, 0.1),
+    p_mention_background=1.0,
+)
+MODEL = training.SourceModelConfig(patch_size=4, batch_size=128, steps=9000, max_text_len=48)
 AUGMENT = AugmentConfig()
 VOCAB_SIZE = 1024
 

@@ -17,35 +17,45 @@ def read_rows(out: pathlib.Path) -> list[dict]:
 
 
 def test_synthworld_pipeline_every_method(tmp_path):
+    from toy import write_tiny_world_source
+
+    write_tiny_world_source(tmp_path / "source")
     args = [
         "--name", "smoke", "--output-dir", str(tmp_path / "runs"),
-        "--cache-dir", str(tmp_path / "cache"), "--source-steps", "4", "--source-width", "32",
-        "--source-layers", "1", "--world-train-images", "256", "--max-queries", "48",
-        "--image-size", "16", "--directions", "i2t", "--image-shifts", "gaussian_noise@5",
+        "--cache-dir", str(tmp_path / "cache"), "--source-model", str(tmp_path / "source"),
+        "--directions", "i2t", "--image-shifts", "gaussian_noise@5", "--stream-seeds", "0,1",
         "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "16",
     ]  # fmt: skip
     out = main_job.main(args)
     rows = read_rows(out)
     methods = ALL_METHODS.split(",")
-    assert sorted(r["method"] for r in rows if r["group"] == "qs") == sorted(methods)
-    assert [r["method"] for r in rows if r["group"] == "clean"] == ["source"]
+    assert sorted(r["method"] for r in rows if r["group"] == "qs") == sorted(methods * 2)
+    assert [r["method"] for r in rows if r["group"] == "clean"] == ["source"] * 2
+    assert {r["seed"] for r in rows} == {0, 1}
     for r in rows:
         assert 0.0 <= r["r1"] <= r["r5"] <= r["r10"] <= 100.0
-        assert r["rolled_back"] == 0
+        assert r.get("rolled_back", 0) == 0
     source = {r["group"]: r for r in rows if r["method"] == "source"}
     assert source["qs"]["forgetting_r1"] == 0.0  # the source model never changes
+    oracle = [r for r in rows if r["group"] == "oracle"]
+    assert len(oracle) == 2 and all(r["uses_labels"] and "source_r1" in r for r in oracle)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["i2t"]) == set(methods) | {"oracle"}
+    for entry in summary["i2t"].values():
+        assert entry["seeds"] == 2 and entry["mean_shifted_r1_std"] >= 0
+        assert entry["clean_r1"] == source["clean"]["r1"]
     table = (out / "table.md").read_text()
-    assert all(f"| {m} |" in table for m in methods)
+    assert all(f"| {m} |" in table for m in methods) and "±" in table
     assert (out / "plots" / "r1_by_shift_i2t.png").stat().st_size > 1000
     assert (out / "plots" / "reference_cosine.png").exists()
     config = json.loads((out / "config.json").read_text())
     assert config["versions"]["jax"] and config["seed"] == 0 and config["device"]
+    assert config["stream_seeds"] == [0, 1] and config["hyperparameters"] == "synthworld"
     assert set(config["methods"]) == set(methods)
+    assert config["data"]["source_model"]["sha256"]["model.safetensors"]
     # resume: a second call runs nothing new and leaves the rows as they were
     again = main_job.main(args)
     assert read_rows(again) == rows
-    # the source model was cached by the first call
-    assert len(list((tmp_path / "cache").glob("source-*/metadata.json"))) == 1
 
 
 def write_karpathy_fixture(root: pathlib.Path, n_test: int = 6, n_val: int = 3) -> None:
@@ -112,16 +122,17 @@ def test_real_path_on_tiny_clip_and_coco_fixture(tmp_path):
         "--methods", "source,tcr,rest", "--image-shifts", "gaussian_noise@5",
         "--text-shifts", "keyboard@5", "--severity-sweep", "", "--diverse", "mixed",
         "--diverse-directions", "i2t,t2i", "--no-ablations", "--batch-size", "4",
-        "--adapt", "rest.num_candidates=2",
+        "--adapt", "rest.num_candidates=2", "--stream-seeds", "0",
     ]  # fmt: skip
     out = main_job.main(args)
     rows = read_rows(out)
     assert {(r["direction"], r["method"]) for r in rows} == {
-        (d, m) for d in ("i2t", "t2i") for m in ("source", "tcr", "rest")
+        (d, m) for d in ("i2t", "t2i") for m in ("source", "tcr", "rest", "oracle")
     }
     mixed = [r for r in rows if r["group"] == "mixed"]
     assert len(mixed) == 6 and all("forgetting_r1" in r for r in mixed)
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["dataset"] == "coco" and config["data"]["images"] == 6
+    assert config["hyperparameters"] == "paper"  # real checkpoints keep the published values
     assert config["methods"]["rest"]["num_candidates"] == 2
     assert "| rest |" in (out / "table.md").read_text()

@@ -93,3 +93,24 @@ def write_word_level_tokenizer(directory, words, pad_token="[UNK]"):
     )
     tok.save(str(directory / "tokenizer.json"))
     (directory / "special_tokens_map.json").write_text(json.dumps({"pad_token": pad_token}))
+
+
+def write_tiny_world_source(directory, image_size=16, n_eval=48):
+    """A random-weight source-model directory for a tiny SynthWorld (no training): width 32,
+    one layer, its own subword tokenizer; ``training.json`` records the world."""
+    import jax
+    import numpy as np
+
+    from rest_jax import pretrained, training
+    from rest_jax.data.subword import SubwordTokenizer
+    from rest_jax.data.synthworld import WorldConfig, generate_split
+    from rest_jax.data.tokenizer import EOT_ID, SOT_ID
+    from rest_jax.models import ClipModel
+
+    world = WorldConfig(image_size=image_size, n_train=64, n_validation=n_eval, n_test=n_eval)
+    tokenizer = SubwordTokenizer.train(generate_split(world, "train", 0)["captions"], 300)
+    model_cfg = training.SourceModelConfig(width=32, layers=1, max_text_len=40)
+    config = training.world_clip_config(model_cfg, image_size, tokenizer.vocab_size, SOT_ID, EOT_ID)
+    params = jax.tree.map(np.asarray, training.init_params(ClipModel(config), 0))
+    record = {"world": world.to_dict(), "validation_clean_r1": None, "final_loss": None}
+    return pretrained.save_world_source(directory, config, params, tokenizer, record)
