@@ -3,16 +3,24 @@
 Every field is a flag (``--methods source,tcr``, ``--image-shifts all``); ``--adapt KEY=VALUE``
 overrides an :class:`rest_jax.AdaptConfig` field for every method and ``--adapt
 METHOD.KEY=VALUE`` for one method. The resolved configuration is written next to the results.
+
+A field's flag takes its help text and ``--help`` group from :data:`FLAG_HELP` (a field without
+an entry fails tests/test_study_cli.py) and its type from the annotation. Values are checked
+(:func:`check_config`) before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 import typing
 
+from rest_jax.config import PRESETS, preset
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS
+from rest_jax.data.streams import ORDERS
 from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS
+from rest_jax.study import parse_domain
 
 ALL_METHODS = "source,tent,eata,sar,read,shot,deyo,tcr,rest"
 CHAR_LEVEL = ("keyboard", "ocr", "char_insert", "char_substitute", "char_swap", "char_delete")
@@ -82,6 +90,82 @@ class StudyConfig:
         return _split(spec)
 
 
+PROG = "python -m experiments.main"
+DATA, GRID, ADAPT, OUTPUT = "data and model", "grid", "adaptation overrides", "output"
+
+# The --help groups in order: title -> description with an example.
+GROUPS: dict[str, str] = {
+    DATA: "What the queries and the gallery come from, and the source model.\n"
+    "  e.g. --dataset coco --data-dir DIR --checkpoint CLIP_DIR",
+    GRID: "Which runs the study makes: methods x directions x query shifts, the severity\n"
+    "sweep, the diverse-shift streams, REST's ablations, and how the queries stream.\n"
+    "  e.g. --methods source,tcr,rest --image-shifts all --text-shifts all",
+    ADAPT: "AdaptConfig fields (rest_jax/config.py) changed from each method's preset.\n"
+    "  e.g. --adapt learning_rate=1e-3 --adapt rest.num_candidates=8",
+    OUTPUT: "Where results and caches go.\n  e.g. --name full --output-dir runs",
+}
+
+# Every StudyConfig field: (group, help). A field added to StudyConfig needs an entry here.
+FLAG_HELP: dict[str, tuple[str, str]] = {
+    "name": (OUTPUT, "run name: results go to OUTPUT_DIR/NAME; a run of an existing name resumes"),
+    "output_dir": (OUTPUT, "directory of the runs"),
+    "cache_dir": (OUTPUT, "cache of the source model, the TFDS builds and XLA's compilations"),
+    "seed": (DATA, "seed of the world, the source model, the corruptions and the stream order"),
+    "dataset": (
+        DATA,
+        "synthworld (generated; trains its own source model), coco or flickr (the Karpathy "
+        "test split from --data-dir with the CLIP of --checkpoint)",
+    ),
+    "data_dir": (DATA, "coco/flickr: the directory of the Karpathy split's JSON and images"),
+    "checkpoint": (DATA, "coco/flickr: a Hugging Face CLIP directory"),
+    "image_size": (DATA, "image side in pixels; 0: the world's 32 px, or the checkpoint's size"),
+    "split": (DATA, "split evaluated: test, or validation to tune (SynthWorld only)"),
+    "world_train_images": (DATA, "SynthWorld images the source model trains on"),
+    "source_steps": (DATA, "contrastive training steps of the source model (4000: ~2 min, 2 CPUs)"),
+    "source_width": (DATA, "width of the source model's towers"),
+    "source_layers": (DATA, "transformer blocks per tower of the source model"),
+    "max_queries": (DATA, "keep the first N images of the split and their captions; 0: all"),
+    "methods": (GRID, f"methods run on every shift, comma-separated, of {ALL_METHODS}"),
+    "directions": (GRID, "i2t (image queries, text gallery) and/or t2i, comma-separated"),
+    "image_shifts": (
+        GRID,
+        "i2t query shifts, CORRUPTION@SEVERITY (1-5) comma-separated, or all (16 x 5)",
+    ),
+    "text_shifts": (GRID, "t2i query shifts, CORRUPTION@LEVEL comma-separated, or all"),
+    "t2i_captions_per_image": (GRID, "caption queries per image for t2i (0: all of them)"),
+    "severity_sweep": (GRID, "image corruptions also run at severities 1-5 (i2t); '': none"),
+    "severity_methods": (GRID, "methods of the severity sweep"),
+    "diverse": (GRID, "diverse-shift streams over the shifts: mixed and/or continual; '': none"),
+    "diverse_methods": (GRID, "methods of the diverse-shift streams"),
+    "diverse_directions": (GRID, "directions of the diverse-shift streams"),
+    "diverse_total": (GRID, "queries in a diverse stream, shared equally by its domains"),
+    "ablations": (GRID, "REST's ablations on the i2t shifts"),
+    "batch_size": (GRID, "queries per stream batch"),
+    "order": (GRID, "stream order of each domain's queries (reference: torch.randperm, seed 0)"),
+    "adapt": (
+        ADAPT,
+        "KEY=VALUE for every method or METHOD.KEY=VALUE for one (VALUE a Python literal); "
+        "repeat it for several",
+    ),
+}
+
+EPILOG = f"""examples:
+  {PROG}                                  the default study (SynthWorld, 86 runs)
+  {PROG} --name full --image-shifts all --text-shifts all
+  {PROG} --methods source,rest --directions i2t --severity-sweep '' --diverse ''
+  {PROG} --dataset coco --data-dir DIR --checkpoint CLIP_DIR
+
+Results: OUTPUT_DIR/NAME/ (config.json, results.jsonl, table.md, plots/). See the README."""
+
+DATASETS = ("synthworld", "coco", "flickr")
+SPLITS = ("test", "validation")
+CHOICES = {"dataset": DATASETS, "split": SPLITS, "order": ORDERS}
+DIRECTIONS = ("i2t", "t2i")
+DIVERSE_KINDS = ("mixed", "continual")
+POSITIVE = ("batch_size", "diverse_total", "world_train_images", "source_width", "source_layers")
+NON_NEGATIVE = ("image_size", "max_queries", "t2i_captions_per_image", "source_steps")
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -117,21 +201,130 @@ def adapt_overrides(config: StudyConfig, method: str) -> dict[str, typing.Any]:
     return out
 
 
-def parse_args(argv=None, defaults: StudyConfig | None = None) -> StudyConfig:
-    """Builds a StudyConfig from command-line flags, one per field."""
+def check_config(config: StudyConfig) -> None:
+    """Checks the values a study would only trip over later (after loading data or training).
+
+    Raises:
+      ValueError: naming the flag and what it accepts.
+    """
+    for name, allowed in CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(
+                f"--{_flag(name)} must be one of {allowed}, got {getattr(config, name)!r}"
+            )
+    if config.dataset != "synthworld" and not (config.data_dir and config.checkpoint):
+        raise ValueError(f"--dataset {config.dataset} needs --data-dir and --checkpoint")
+    for name in POSITIVE + NON_NEGATIVE:
+        low = 1 if name in POSITIVE else 0
+        if getattr(config, name) < low:
+            raise ValueError(f"--{_flag(name)} must be >= {low}, got {getattr(config, name)}")
+    for name in ("directions", "diverse_directions"):
+        _check_items(name, _split(getattr(config, name)), DIRECTIONS)
+    _check_items("diverse", _split(config.diverse), DIVERSE_KINDS)
+    _check_items("severity_sweep", _split(config.severity_sweep), tuple(IMAGE_CORRUPTIONS))
+    methods = set()
+    for name in ("methods", "severity_methods", "diverse_methods"):
+        names = _split(getattr(config, name))
+        _check_items(name, [m.split("-")[0] for m in names], tuple(PRESETS))
+        methods.update(names)
+    for direction in config.direction_list():
+        flag = "image_shifts" if direction == "i2t" else "text_shifts"
+        for spec in config.shift_list(direction):
+            try:
+                parse_domain(spec, direction)
+            except ValueError as error:
+                raise ValueError(f"--{_flag(flag)}: {error}") from error
+    for method in sorted(methods):
+        try:
+            preset(method.split("-")[0]).replace(**adapt_overrides(config, method))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--adapt for {method}: {error}") from error
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _check_items(name: str, items: list[str], allowed: tuple[str, ...]) -> None:
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise ValueError(f"--{_flag(name)}: unknown {unknown}; expected some of {allowed}")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the descriptions' line breaks; wraps help text at spaces only (not in --flags)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _shown(value: typing.Any) -> str:
+    """A default as --help shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value in ("", ()):
+        return "''" if value == "" else "none"
+    return str(value)
+
+
+def build_parser(defaults: StudyConfig | None = None) -> argparse.ArgumentParser:
+    """The study's parser: one flag per StudyConfig field, in the groups of :data:`GROUPS`.
+
+    Flag types follow the annotations: ``bool`` gives ``--x/--no-x``, ``tuple[T, ...]`` a
+    repeatable flag, ``int``/``float``/``str`` a typed value (argparse rejects a bad one).
+    """
     defaults = defaults or StudyConfig()
-    parser = argparse.ArgumentParser(description="rest_jax query-shift study")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The query-shift study: source model, clean retrieval, query shift, and\n"
+        "what each adaptation method wins back.",
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    groups = {title: parser.add_argument_group(title, text) for title, text in GROUPS.items()}
     hints = typing.get_type_hints(StudyConfig)
     for field in dataclasses.fields(StudyConfig):
-        flag = "--" + field.name.replace("_", "-")
+        group, text = FLAG_HELP.get(
+            field.name, ("other", "(no description: add it to FLAG_HELP in experiments/config.py)")
+        )
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
         default = getattr(defaults, field.name)
-        if field.name == "adapt":
-            parser.add_argument(flag, action="append", default=list(default), metavar="KEY=VALUE")
-        elif hints[field.name] is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        kwargs = dict(
+            default=default, help=f"{text} (default: {_shown(default)})".replace("%", "%%")
+        )
+        hint = hints[field.name]
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is tuple:
+            # Repeatable; given at all, it replaces the default instead of extending it.
+            kwargs.update(action="append", type=typing.get_args(hint)[0], default=None)
+            kwargs["metavar"] = "KEY=VALUE" if field.name == "adapt" else None
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+            if field.name in CHOICES:
+                kwargs["choices"] = CHOICES[field.name]
+            elif hint is not str:
+                kwargs["metavar"] = "N" if hint is int else "X"
         else:
-            parser.add_argument(flag, type=type(default), default=default)
-    args = parser.parse_args(argv)
-    values = vars(args)
-    values["adapt"] = tuple(values["adapt"])
-    return StudyConfig(**values)
+            raise TypeError(f"StudyConfig.{field.name}: no flag for the type {hint}")
+        groups[group].add_argument("--" + _flag(field.name), **kwargs)
+    return parser
+
+
+def parse_args(argv=None, defaults: StudyConfig | None = None) -> StudyConfig:
+    """Builds a StudyConfig from command-line flags, one per field; bad values exit with a
+    usage error (status 2) before any work starts."""
+    defaults = defaults or StudyConfig()
+    parser = build_parser(defaults)
+    values = vars(parser.parse_args(argv))
+    hints = typing.get_type_hints(StudyConfig)
+    for name, value in values.items():
+        if typing.get_origin(hints[name]) is tuple:
+            values[name] = getattr(defaults, name) if value is None else tuple(value)
+    config = StudyConfig(**values)
+    try:
+        check_config(config)
+    except ValueError as error:
+        parser.error(str(error))
+    return config

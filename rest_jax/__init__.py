@@ -1,6 +1,13 @@
-"""rest_jax: online test-time adaptation for cross-modal retrieval under query shift (REST, TCR)."""
+"""rest_jax: online test-time adaptation for cross-modal retrieval under query shift (REST, TCR).
 
-from rest_jax import bank, losses, methods, refinement, selection
+``__all__`` is the public API, every name the README uses among it (tests/test_readme.py).
+Submodules in it: ``bank``, ``losses``, ``methods``, ``refinement``, ``selection`` and
+``retrieval`` (chunked and sharded top-K for large galleries: ``topk``, ``sharded_topk``,
+``shard_gallery``, ``gallery_mesh``). ``rest_jax.models`` (Flax CLIP, Hugging Face loading) and
+``rest_jax.data`` are imported on their own.
+"""
+
+from rest_jax import bank, losses, methods, refinement, retrieval, selection
 from rest_jax.adapter import Adapter, pad_batch
 from rest_jax.config import AdaptConfig, preset
 from rest_jax.decoupling import (
@@ -10,6 +17,7 @@ from rest_jax.decoupling import (
 )
 from rest_jax.loop import StreamResult, batches_from_array, run_stream
 from rest_jax.metrics import retrieval_metrics
+from rest_jax.retrieval import gallery_mesh
 from rest_jax.selection import LAYERNORM_RULES, Selection, combine, partition, select
 from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
 
@@ -29,6 +37,7 @@ __all__ = [
     "batches_from_array",
     "combine",
     "contrastive_reference",
+    "gallery_mesh",
     "gradient_decoupling",
     "losses",
     "make_optimizer",
@@ -38,6 +47,7 @@ __all__ = [
     "partition",
     "preset",
     "refinement",
+    "retrieval",
     "retrieval_metrics",
     "run_stream",
     "select",

@@ -8,6 +8,10 @@
 
 Reset = ``adapter.init_state()`` (a fresh copy of the kept initial pytrees).
 
+A Flax NNX model is an encoder too: ``Adapter.create(model, gallery, ...)`` (or
+``Adapter.create((graphdef, state), gallery, ...)``), and ``adapter.module(state)`` is the
+adapted model (rest_jax/nnx_encoder.py).
+
 Every batch is checked on the host before the jitted call (rest_jax/validation.py): its
 inputs against the input spec (given as ``input_spec=`` or recorded from the first batch;
 the first check also runs the encoder abstractly, ``jax.eval_shape``, to compare its feature
@@ -30,7 +34,15 @@ from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import contrastive_reference
 from rest_jax.guards import init_guard
 from rest_jax.masked import l2_normalize
-from rest_jax.selection import LAYERNORM_RULES, Rule, Selection, combine, partition, select
+from rest_jax.selection import (
+    LAYERNORM_RULES,
+    Rule,
+    Selection,
+    combine,
+    partition,
+    path_to_str,
+    select,
+)
 from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
 from rest_jax.validation import (
     check_batch,
@@ -72,6 +84,8 @@ class Adapter:
       step_fn: the jitted ``step(state, batch, constants)``; state is donated. It does no
         input check: call :meth:`step`, or :meth:`check` first.
       apply_fn: the query encoder (for the abstract output check).
+      mesh: the device mesh given at creation, if any.
+      graphdef: the ``nnx.GraphDef`` of an NNX encoder (None for an ``apply_fn``).
       input_spec: the expected inputs (shape without the batch dim, dtype) once known.
     """
 
@@ -81,43 +95,53 @@ class Adapter:
     step_fn: Callable[..., tuple[AdaptState, StepOutputs]]
     apply_fn: Callable[[PyTree, Any], jax.Array] | None = None
     mesh: Any = None
+    graphdef: Any = None
     _spec: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(
         cls,
-        apply_fn: Callable[[PyTree, Any], jax.Array],
-        params: PyTree,
-        gallery: Any,
+        apply_fn: Callable[[PyTree, Any], jax.Array] | Any,
+        params: PyTree = None,
+        gallery: Any = None,
         *,
         config: AdaptConfig,
-        rules: Sequence[Rule] = LAYERNORM_RULES,
+        rules: Sequence[Rule] | None = None,
         source: tuple[Any, Any] | None = None,
         seed: int = 0,
         input_spec: Any = None,
         mesh: Any = None,
     ) -> Adapter:
-        """Builds the adapter.
+        """Builds the adapter: ``create(apply_fn, params, gallery, ...)`` for a function and its
+        parameter pytree, ``create(model, gallery, ...)`` for an ``nnx.Module`` (or its
+        ``(graphdef, state)``, from ``nnx.split``), called as ``model(inputs)``.
 
         Args:
-          apply_fn: query encoder ``apply_fn(params, inputs) -> (B, d)`` features.
-          params: the encoder's parameters (any pytree).
+          apply_fn: query encoder ``apply_fn(params, inputs) -> (B, d)`` features; or an
+            ``nnx.Module`` / ``(graphdef, state)`` pair, and then the next argument is the
+            gallery.
+          params: the encoder's parameters (any pytree); for an NNX encoder, its
+            ``nnx.State`` is the pytree.
           gallery: (N, d) gallery embeddings (normalised here).
           config: an :class:`AdaptConfig` (see :func:`rest_jax.preset`).
-          rules: parameter path rules choosing the adapted set (first match wins).
+          rules: parameter path rules choosing the adapted set (first match wins). Default
+            (None): :data:`rest_jax.LAYERNORM_RULES` and, for an NNX encoder, every
+            ``nnx.LayerNorm`` / ``nnx.RMSNorm`` by type.
           source: optional clean ``(inputs, gallery_embeddings)`` pairs for the decoupling
             reference (required when ``config.decoupling``).
           seed: seed of the PRNG key carried in the state.
           input_spec: optional pytree of ``jax.ShapeDtypeStruct`` (one per input leaf, shape
             WITHOUT the batch dimension); default: recorded from the first batch.
-          mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``rest_jax.retrieval.gallery_mesh()``):
+          mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``rest_jax.gallery_mesh()``):
             the gallery is split along N over its axis and each batch along B (data parallel);
             the same jitted step runs on 1 device or many, XLA inserting the collectives.
 
         Raises:
           ValueError / TypeError: unknown method, bad gallery or source, K larger than the
-            gallery, an encoder whose feature dimension differs from the gallery's.
+            gallery, an encoder whose feature dimension differs from the gallery's, rules
+            that select nothing, missing arguments.
         """
+        apply_fn, params, gallery, graphdef, rules = _encoder(apply_fn, params, gallery, rules)
         methods.get(config.method)  # fails early on an unknown name
         check_robustness_config(config)
         gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
@@ -125,7 +149,12 @@ class Adapter:
             gallery = jax.device_put(gallery, _row_sharding(mesh, gallery.shape[0], "gallery"))
         selection = select(params, rules)
         if not selection.paths:
-            raise ValueError("the parameter rules select no parameter to adapt")
+            paths = [path_to_str(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+            raise ValueError(
+                f"the parameter rules select no parameter to adapt among {len(paths)} leaves "
+                f"({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''}); pass "
+                f"rules=[(regex, True)] matching the paths of the parameters to adapt"
+            )
         log.info("adapted parameters:\n%s", selection.describe())
         adapted, frozen = partition(params, selection.mask)
         reference = None
@@ -157,7 +186,7 @@ class Adapter:
         )
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer, mesh), donate_argnums=0)
-        adapter = cls(config, selection, constants, step_fn, apply_fn, mesh)
+        adapter = cls(config, selection, constants, step_fn, apply_fn, mesh, graphdef)
         if input_spec is not None:
             adapter._set_spec(input_spec)
         return adapter
@@ -221,8 +250,51 @@ class Adapter:
         return jax.device_put(batch, _row_sharding(self.mesh, rows, "batch"))
 
     def params(self, state: AdaptState) -> PyTree:
-        """The full parameter tree (adapted and frozen) of a state."""
+        """The full parameter tree (adapted and frozen) of a state (an ``nnx.State`` for an
+        NNX encoder: ``nnx.update(model, adapter.params(state))`` adapts ``model`` in place)."""
         return combine(state.adapted, self.constants.frozen)
+
+    def module(self, state: AdaptState) -> Any:
+        """The NNX encoder with a state's parameters: a new ``nnx.Module`` (``nnx.merge``).
+
+        Raises:
+          TypeError: the adapter was created from an ``apply_fn`` and a params pytree (use
+            :meth:`params`).
+        """
+        if self.graphdef is None:
+            raise TypeError(
+                "adapter.module() needs an adapter created from an nnx.Module; this one has an "
+                "apply_fn and a params pytree: use adapter.params(state)"
+            )
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, self.params(state))
+
+
+def _encoder(encoder: Any, params: PyTree, gallery: Any, rules: Sequence[Rule] | None):
+    """``(apply_fn, params, gallery, graphdef, rules)`` from :meth:`Adapter.create`'s arguments,
+    for either calling form (a function with its params, or an NNX model)."""
+    from rest_jax import nnx_encoder  # imports flax.nnx: here, not with rest_jax
+
+    if nnx_encoder.is_nnx(encoder):
+        if params is not None and gallery is not None:
+            raise TypeError(
+                "an NNX encoder is called as Adapter.create(model, gallery, ...): its state "
+                "holds the parameters"
+            )
+        graphdef, state = nnx_encoder.split(encoder)
+        if rules is None:
+            rules = nnx_encoder.layernorm_rules(graphdef, state) + LAYERNORM_RULES
+        gallery = params if gallery is None else gallery
+        return nnx_encoder.apply_fn(graphdef), state, gallery, graphdef, rules
+    if not callable(encoder):
+        raise TypeError(
+            f"the encoder must be a function apply_fn(params, inputs) or an nnx.Module, got "
+            f"{type(encoder).__name__}"
+        )
+    if params is None or gallery is None:
+        raise TypeError("Adapter.create(apply_fn, params, gallery, ...) needs all three")
+    return encoder, params, gallery, None, LAYERNORM_RULES if rules is None else rules
 
 
 def pad_batch(inputs: Any, batch_size: int) -> dict:

@@ -100,7 +100,19 @@ def combine(adapted: PyTree, frozen: PyTree) -> PyTree:
     return jax.tree.map(lambda a, f: f if a is None else a, adapted, frozen, is_leaf=_is_none)
 
 
-# LayerNorm affine parameters, whatever module naming the encoder uses.
+# One path component naming a LayerNorm (or RMSNorm) module, case-insensitive: Flax's
+# automatic names (LayerNorm_0, RMSNorm_1), "layer_norm"/"layernorm" anywhere in the name
+# (final_layer_norm, input_layernorm, Hugging Face CLIP's pre_layrnorm), and "norm" or "ln" as
+# the name or its last word before a suffix (norm, norm1, pre_norm, ln_1, ln_f, final_ln).
+# Batch, group, instance, weight and spectral norms are not LayerNorms and never match.
+_OTHER_NORMS = r"(?![^/]*(batch|group|instance|weight|spectral)_?norm)"
+_LAYERNORM_MODULE = r"([^/]*(layer|layr|rms)_?norm|([^/]*_)?(norm|ln))([_\d][^/]*)?"
+
 LAYERNORM_RULES: tuple[Rule, ...] = (
-    (r"(^|/)(ln|norm|layernorm|layer_norm)[^/]*/(scale|bias)$", True),
+    (rf"(?i)(^|/){_OTHER_NORMS}{_LAYERNORM_MODULE}/(scale|bias)(/value)?$", True),
 )
+"""The default adapted set: the affine parameters (``scale``, ``bias``) of every LayerNorm and
+RMSNorm, found by module name in Linen params (``LayerNorm_0/scale``, ``ln_1/bias``) and in
+NNX states (``norm/scale/value``). A LayerNorm known only by a list index (an
+``nn.Sequential`` layer) has no such name: pass rules for its path, or give an NNX model to
+:meth:`rest_jax.Adapter.create`, which also finds its LayerNorms by type."""
