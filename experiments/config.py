@@ -16,7 +16,7 @@ import dataclasses
 import textwrap
 import typing
 
-from rest_jax.config import PRESETS, preset
+from rest_jax.config import HYPERPARAMETER_SETS, PRESETS, preset
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS
 from rest_jax.data.streams import ORDERS
 from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS
@@ -50,8 +50,8 @@ class StudyConfig:
     # The grid.
     methods: str = ALL_METHODS
     directions: str = "i2t,t2i"
-    image_shifts: str = "gaussian_noise@5,zoom_blur@5,fog@5,jpeg_compression@5"
-    text_shifts: str = "keyboard@5,synonym_replacement@0.3"
+    image_shifts: str = "gaussian_noise@3,zoom_blur@5,fog@1,jpeg_compression@3"
+    text_shifts: str = "keyboard@7,synonym_replacement@0.3"
     t2i_captions_per_image: int = 1  # caption queries per image for t2i (0: all of them)
     severity_sweep: str = "gaussian_noise"
     severity_methods: str = "source,tcr,rest"
@@ -110,20 +110,32 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "name": (OUTPUT, "run name: results go to OUTPUT_DIR/NAME; a run of an existing name resumes"),
     "output_dir": (OUTPUT, "directory of the runs"),
     "cache_dir": (OUTPUT, "cache of the source model, the TFDS builds and XLA's compilations"),
-    "seed": (DATA, "seed of the world, the source model, the corruptions and the stream order"),
+    "seed": (DATA, "seed of the corruptions' random draws and of the methods' own randomness"),
     "dataset": (
         DATA,
-        "synthworld (generated; trains its own source model), coco or flickr (the Karpathy "
+        "synthworld (generated; the shipped source model), coco or flickr (the Karpathy "
         "test split from --data-dir with the CLIP of --checkpoint)",
     ),
     "data_dir": (DATA, "coco/flickr: the directory of the Karpathy split's JSON and images"),
     "checkpoint": (DATA, "coco/flickr: a Hugging Face CLIP directory"),
     "image_size": (DATA, "image side in pixels; 0: the world's 32 px, or the checkpoint's size"),
     "split": (DATA, "split evaluated: test, or validation to tune (SynthWorld only)"),
-    "world_train_images": (DATA, "SynthWorld images the source model trains on"),
-    "source_steps": (DATA, "contrastive training steps of the source model (4000: ~2 min, 2 CPUs)"),
-    "source_width": (DATA, "width of the source model's towers"),
-    "source_layers": (DATA, "transformer blocks per tower of the source model"),
+    "source_model": (
+        DATA,
+        "SynthWorld: a source-model directory (python -m experiments.train_source) instead of "
+        "the shipped, hash-checked one",
+    ),
+    "retrain_source": (
+        DATA,
+        "SynthWorld: retrain the source model with the shipped recipe (~25 min on 2 CPUs) into "
+        "--cache-dir and use it; never done without this flag",
+    ),
+    "hyperparameters": (
+        ADAPT,
+        "each method's learning rate and steps: synthworld (tuned on its validation split, "
+        "docs/tuning.md), paper (published values), or auto (synthworld on SynthWorld, paper "
+        "otherwise)",
+    ),
     "max_queries": (DATA, "keep the first N images of the split and their captions; 0: all"),
     "methods": (GRID, f"methods run on every shift, comma-separated, of {ALL_METHODS}"),
     "directions": (GRID, "i2t (image queries, text gallery) and/or t2i, comma-separated"),
@@ -141,7 +153,17 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "diverse_total": (GRID, "queries in a diverse stream, shared equally by its domains"),
     "ablations": (GRID, "REST's ablations on the i2t shifts"),
     "batch_size": (GRID, "queries per stream batch"),
-    "order": (GRID, "stream order of each domain's queries (reference: torch.randperm, seed 0)"),
+    "order": (
+        GRID,
+        "stream order of each domain's queries: seeded (one order per --stream-seeds entry) or "
+        "reference (torch.randperm, seed 0, the same for every seed)",
+    ),
+    "stream_seeds": (GRID, "stream orders, comma-separated; every row is mean ± std over them"),
+    "oracle": (
+        GRID,
+        "the oracle row: supervised LayerNorm tuning with labels on each stream's first half, "
+        "R@1 on its second half (a ceiling, not a method)",
+    ),
     "adapt": (
         ADAPT,
         "KEY=VALUE for every method or METHOD.KEY=VALUE for one (VALUE a Python literal); "
@@ -150,7 +172,7 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = f"""examples:
-  {PROG}                                  the default study (SynthWorld, 86 runs)
+  {PROG}                                  the default study (SynthWorld)
   {PROG} --name full --image-shifts all --text-shifts all
   {PROG} --methods source,rest --directions i2t --severity-sweep '' --diverse ''
   {PROG} --dataset coco --data-dir DIR --checkpoint CLIP_DIR
@@ -159,11 +181,16 @@ Results: OUTPUT_DIR/NAME/ (config.json, results.jsonl, table.md, plots/). See th
 
 DATASETS = ("synthworld", "coco", "flickr")
 SPLITS = ("test", "validation")
-CHOICES = {"dataset": DATASETS, "split": SPLITS, "order": ORDERS}
+CHOICES = {
+    "dataset": DATASETS,
+    "split": SPLITS,
+    "order": ORDERS,
+    "hyperparameters": ("auto", *HYPERPARAMETER_SETS),
+}
 DIRECTIONS = ("i2t", "t2i")
 DIVERSE_KINDS = ("mixed", "continual")
-POSITIVE = ("batch_size", "diverse_total", "world_train_images", "source_width", "source_layers")
-NON_NEGATIVE = ("image_size", "max_queries", "t2i_captions_per_image", "source_steps")
+POSITIVE = ("batch_size", "diverse_total")
+NON_NEGATIVE = ("image_size", "max_queries", "t2i_captions_per_image")
 
 
 def _split(text: str) -> list[str]:
@@ -214,6 +241,14 @@ def check_config(config: StudyConfig) -> None:
             )
     if config.dataset != "synthworld" and not (config.data_dir and config.checkpoint):
         raise ValueError(f"--dataset {config.dataset} needs --data-dir and --checkpoint")
+    try:
+        seeds = config.stream_seed_list()
+    except ValueError as error:
+        raise ValueError(f"--stream-seeds must be comma-separated integers: {error}") from error
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--stream-seeds needs distinct integers, got {config.stream_seeds!r}")
+    if config.retrain_source and config.source_model:
+        raise ValueError("--retrain-source and --source-model exclude each other")
     for name in POSITIVE + NON_NEGATIVE:
         low = 1 if name in POSITIVE else 0
         if getattr(config, name) < low:

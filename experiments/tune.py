@@ -1,6 +1,10 @@
 """Tunes every method with the same budget on SynthWorld's VALIDATION split (never the test split).
 
     python -m experiments.tune [--out docs/tuning.md]
+    # or one process per direction (two cores), then the table from both:
+    python -m experiments.tune --directions i2t --json i2t.json &
+    python -m experiments.tune --directions t2i --json t2i.json --no-oracle; wait
+    python -m experiments.tune --render i2t.json t2i.json
 
 For each method, every (learning rate, steps per batch) of the grid runs the study's default
 query-shift streams (both directions, one stream order) on the validation split; the score
@@ -29,8 +33,8 @@ from experiments.main import Runner
 LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2)
 STEPS = (1, 3)
 METHODS = ("tent", "eata", "sar", "read", "shot", "deyo", "tcr", "rest")
-ORACLE_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
-ORACLE_EPOCHS = (3, 10)
+ORACLE_LEARNING_RATES = (3e-3, 1e-2)
+ORACLE_EPOCHS = (5, 10)
 
 
 def streams(cfg: StudyConfig) -> list[dict]:
@@ -75,79 +79,118 @@ def score_oracle(runner: Runner, learning_rate: float, epochs: int) -> dict[str,
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.tune", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("--out", default="docs/tuning.md")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
-    parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
-    parser.add_argument("--source-model", default="")
-    args = parser.parse_args(argv)
+def run_grid(args) -> dict:
+    """Every candidate's per-stream R@1 on the validation split: ``{method: {label: {...}}}``."""
     cfg = StudyConfig(
         split="validation",
+        directions=args.directions,
         image_shifts=args.image_shifts,
         text_shifts=args.text_shifts,
         source_model=args.source_model,
         hyperparameters="paper",
     )
-    data = load_study_data(cfg)
-    runner = Runner(cfg, data)
-    start = time.perf_counter()
-    table, chosen = [], {}
+    runner = Runner(cfg, load_study_data(cfg))
+    grid: dict[str, dict] = {}
     for method in args.methods.split(","):
-        best = None
         for lr, steps in itertools.product(LEARNING_RATES, STEPS):
             result = score_method(runner, method, {"learning_rate": lr, "steps": steps})
-            table.append((method, f"lr={lr:g}, steps={steps}", result))
+            grid.setdefault(method, {})[json.dumps([lr, steps])] = result
             print(method, lr, steps, f"{result['mean']:.2f}", flush=True)
-            if best is None or result["mean"] > best[0]:
-                best = (result["mean"], {"learning_rate": lr, "steps": steps})
-        chosen[method] = best[1]
-    best = None
-    for lr, epochs in itertools.product(ORACLE_LEARNING_RATES, ORACLE_EPOCHS):
-        result = score_oracle(runner, lr, epochs)
-        table.append(("oracle", f"lr={lr:g}, epochs={epochs}", result))
-        print("oracle", lr, epochs, f"{result['mean']:.2f}", flush=True)
-        if best is None or result["mean"] > best[0]:
-            best = (result["mean"], {"learning_rate": lr, "epochs": epochs})
-    chosen_oracle = best[1]
-    keys = [k for k in table[0][2] if k != "mean"]
+    if args.oracle:
+        for lr, epochs in itertools.product(ORACLE_LEARNING_RATES, ORACLE_EPOCHS):
+            result = score_oracle(runner, lr, epochs)
+            grid.setdefault("oracle", {})[json.dumps([lr, epochs])] = result
+            print("oracle", lr, epochs, f"{result['mean']:.2f}", flush=True)
+    return grid
+
+
+def render(grids: list[dict], seconds: float, command: str) -> tuple[str, dict]:
+    """The markdown table over every stream of ``grids`` and the chosen settings."""
+    merged: dict[str, dict] = {}
+    for grid in grids:
+        for method, candidates in grid.items():
+            for label, result in candidates.items():
+                cell = merged.setdefault(method, {}).setdefault(label, {})
+                cell.update({k: v for k, v in result.items() if k != "mean"})
+    keys = list(dict.fromkeys(k for m in merged.values() for c in m.values() for k in c))
     lines = [
         "# Tuning on the validation split",
         "",
         "Every method gets the same budget: the grid learning rate "
         f"{' / '.join(f'{x:g}' for x in LEARNING_RATES)} x steps per batch "
         f"{' / '.join(map(str, STEPS))}, scored by the mean R@1 over the default shifts of both "
-        "directions on SynthWorld's **validation** split (one stream order). The test split "
-        "only gives final numbers. The oracle's supervised schedule (learning rate "
+        "directions on SynthWorld's **validation** split (one stream order, seed 0). The test "
+        "split only gives final numbers. The oracle's supervised schedule (learning rate "
         f"{' / '.join(f'{x:g}' for x in ORACLE_LEARNING_RATES)} x epochs "
         f"{' / '.join(map(str, ORACLE_EPOCHS))}) is chosen the same way.",
         "",
-        f"Command: `python -m experiments.tune` ({time.perf_counter() - start:.0f} s).",
+        f"Command: `{command}` ({seconds:.0f} s in all).",
         "",
         "| method | candidate | " + " | ".join(keys) + " | mean |",
         "|" + "---|" * (len(keys) + 3),
     ]
-    for method, label, result in table:
-        lines.append(
-            f"| {method} | {label} | "
-            + " | ".join(f"{result[k]:.1f}" for k in keys)
-            + f" | {result['mean']:.2f} |"
-        )
+    chosen = {}
+    for method, candidates in merged.items():
+        best = None
+        for label, cells in candidates.items():
+            mean = float(np.mean([cells[k] for k in keys if k in cells]))
+            a, b = json.loads(label)
+            name = "epochs" if method == "oracle" else "steps"
+            lines.append(
+                f"| {method} | lr={a:g}, {name}={b} | "
+                + " | ".join(f"{cells[k]:.1f}" if k in cells else "" for k in keys)
+                + f" | {mean:.2f} |"
+            )
+            if best is None or mean > best[0]:
+                best = (mean, {"learning_rate": a, name: b})
+        chosen[method] = best[1]
     lines += [
         "",
-        "Chosen (`rest_jax.config.SYNTHWORLD_TUNED`, `experiments.oracle.OracleConfig`):",
+        "Chosen (`rest_jax.config.SYNTHWORLD_TUNED`; the oracle's in "
+        "`experiments.oracle.OracleConfig`):",
         "",
         "```json",
-        json.dumps({**chosen, "oracle": chosen_oracle}, indent=2),
+        json.dumps(chosen, indent=2),
         "```",
         "",
     ]
+    return "\n".join(lines), chosen
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.tune", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default="docs/tuning.md")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--directions", default="i2t,t2i")
+    parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
+    parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
+    parser.add_argument("--source-model", default="")
+    parser.add_argument("--no-oracle", dest="oracle", action="store_false")
+    parser.add_argument("--json", help="write the raw grid here (and no markdown)")
+    parser.add_argument(
+        "--render", nargs="+", help="render the markdown from raw grids written with --json"
+    )
+    parser.add_argument("--seconds", type=float, default=0.0, help="with --render: time spent")
+    args = parser.parse_args(argv)
+    if args.render:
+        grids = [json.loads(pathlib.Path(p).read_text()) for p in args.render]
+        command = (
+            "python -m experiments.tune --directions D --json D.json` for D in i2t and t2i "
+            "(two processes), then `python -m experiments.tune --render i2t.json t2i.json"
+        )
+        text, _ = render(grids, args.seconds, command)
+    else:
+        start = time.perf_counter()
+        grid = run_grid(args)
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps(grid, indent=1))
+            return
+        text, _ = render([grid], time.perf_counter() - start, "python -m experiments.tune")
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    pathlib.Path(args.out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
