@@ -31,7 +31,12 @@ PyTree = Any
 
 WORLD_SOURCE_DIR = pathlib.Path(__file__).parent / "assets" / "world_source"
 WORLD_SOURCE_FILES = ("config.json", "model.safetensors", "tokenizer.json", "training.json")
-WORLD_SOURCE_SHA256: dict[str, str] = {}
+WORLD_SOURCE_SHA256: dict[str, str] = {
+    "config.json": "8ca2b82385ab5ded2df73411b67413fb17f4d197f622b4c5a7c0ba929e2618c2",
+    "model.safetensors": "324b10987e9495e35f866a89bc128ed094781bbe8ed2fb8de0c92a1b5ad6d894",
+    "tokenizer.json": "d9e79024abe5961f3515ea1fb09ebdaf8d7f6da875e7c77632e19a2bac8ee03e",
+    "training.json": "fe1fc236c05fedf3ad4b29af7428e4fb848c3fc45716aeeaaaad4de7f1bda110",
+}
 
 
 @dataclasses.dataclass(frozen=True)
