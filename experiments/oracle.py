@@ -29,7 +29,7 @@ from rest_jax.selection import combine, partition, select
 class OracleConfig:
     """The supervised tuning's schedule (chosen on the validation split, docs/tuning.md)."""
 
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     epochs: int = 5
     batch_size: int = 64
     tau: float = 0.01

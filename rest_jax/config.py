@@ -194,7 +194,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Per-method optimisation settings tuned on the synthetic world's VALIDATION split with the
 # same budget for every method (docs/tuning.md; ``python -m experiments.tune``). The test
 # split only gives final numbers. Real CLIP checkpoints keep the published values (PRESETS).
-SYNTHWORLD_TUNED: dict[str, dict[str, Any]] = {}
+SYNTHWORLD_TUNED: dict[str, dict[str, Any]] = {
+    "tent": dict(learning_rate=0.003, steps=3),
+    "eata": dict(learning_rate=0.001, steps=3),
+    "sar": dict(learning_rate=0.001, steps=3),
+    "read": dict(learning_rate=0.003, steps=3),
+    "shot": dict(learning_rate=0.003, steps=3),
+    "deyo": dict(learning_rate=0.003, steps=3),
+    "tcr": dict(learning_rate=0.003, steps=3),
+    "rest": dict(learning_rate=0.001, steps=3),
+}
 
 HYPERPARAMETER_SETS = ("paper", "synthworld")
 
