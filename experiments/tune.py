@@ -3,7 +3,7 @@
     python -m experiments.tune [--out docs/tuning.md]
     # or one process per direction (two cores), then the table from both:
     python -m experiments.tune --directions i2t --json i2t.json &
-    python -m experiments.tune --directions t2i --json t2i.json --no-oracle; wait
+    python -m experiments.tune --directions t2i --json t2i.json; wait
     python -m experiments.tune --render i2t.json t2i.json
 
 For each method, every (learning rate, steps per batch) of the grid runs the study's default
@@ -181,9 +181,9 @@ def main(argv=None):
         grids = [json.loads(pathlib.Path(p).read_text()) for p in args.render]
         command = (
             "python -m experiments.tune --directions i2t --image-shifts gaussian_noise@3,fog@1 "
-            "--max-queries 500 --json i2t.json` and `python -m experiments.tune --directions "
-            "t2i --max-queries 500 --json t2i.json` (two processes at once), then `python -m "
-            "experiments.tune --render i2t.json t2i.json"
+            "--json i2t.json` and `python -m experiments.tune --directions t2i --json t2i.json` "
+            "(two processes at once), then `python -m experiments.tune --render i2t.json "
+            "t2i.json"
         )
         text, _ = render(grids, args.seconds, command)
     else:
