@@ -30,7 +30,7 @@ class OracleConfig:
     """The supervised tuning's schedule (chosen on the validation split, docs/tuning.md)."""
 
     learning_rate: float = 3e-3
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 64
     tau: float = 0.01
 

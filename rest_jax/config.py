@@ -195,14 +195,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 # same budget for every method (docs/tuning.md; ``python -m experiments.tune``). The test
 # split only gives final numbers. Real CLIP checkpoints keep the published values (PRESETS).
 SYNTHWORLD_TUNED: dict[str, dict[str, Any]] = {
-    "tent": dict(learning_rate=0.003, steps=3),
+    "tent": dict(learning_rate=0.003, steps=1),
     "eata": dict(learning_rate=0.001, steps=3),
-    "sar": dict(learning_rate=0.001, steps=3),
-    "read": dict(learning_rate=0.003, steps=3),
-    "shot": dict(learning_rate=0.003, steps=3),
-    "deyo": dict(learning_rate=0.003, steps=3),
-    "tcr": dict(learning_rate=0.003, steps=3),
-    "rest": dict(learning_rate=0.001, steps=3),
+    "sar": dict(learning_rate=0.003, steps=1),
+    "read": dict(learning_rate=0.001, steps=3),
+    "shot": dict(learning_rate=0.003, steps=1),
+    "deyo": dict(learning_rate=0.001, steps=3),
+    "tcr": dict(learning_rate=0.003, steps=1),
+    "rest": dict(learning_rate=0.003, steps=1),
 }
 
 HYPERPARAMETER_SETS = ("paper", "synthworld")
