@@ -19,7 +19,7 @@ precision), in priority order (gallery, then modality, then batch size; see :fun
   the end). Precisions: fp32, tf32 and bf16 autocast on GPU; fp32 on CPU. With
   ``--framework both`` the torch rows run first in a child process: in one process with JAX
   the eager CPU step ran >10x slower (thread pools), and on GPU the two allocators would
-  split the memory.
+  split the memory. A child that fails, or leaves out a torch row, fails the invocation.
 
 Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", no TF32),
 ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
@@ -41,7 +41,8 @@ Time guards: the timed part of a row (after its first call) is capped at
 run); a row is skipped once the invocation's ``--budget-s`` is spent, or when the cheapest
 row already run in its group (same framework, modality, B, N) took longer than what is left.
 Results are appended to ``OUT/bench.json`` after every row (invocations may share one OUT)
-and the whole table, with the ratios, is rewritten to ``OUT/bench.md``.
+and the whole table, with the ratios, is rewritten to ``OUT/bench.md``. A row that fails is
+recorded there with its error, and the invocation then exits non-zero (``SystemExit``).
 """
 
 from __future__ import annotations
@@ -667,7 +668,7 @@ def environment(args) -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "argv": sys.argv[1:],
+        "argv": args.argv,
         "framework": args.framework,
         "seeds": SEEDS,
     }
@@ -945,6 +946,7 @@ def parse_args(argv=None):
         "--topk-check", action="store_true", help="only run topk_check (OUT/topk_check.json)"
     )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     defaults = PRESET_DEFAULTS[args.preset]
     args.methods = parse_list(args.methods)
@@ -981,13 +983,54 @@ def torch_available() -> str | None:
 
 def run_torch_child(argv: list[str], budget_s: float) -> None:
     """Runs the torch rows in a child process: sharing a process with JAX slows eager torch
-    on CPU by an order of magnitude (thread pools) and splits GPU memory between allocators."""
+    on CPU by an order of magnitude (thread pools) and splits GPU memory between allocators.
+
+    The child gets this invocation's arguments with ``--framework torch --budget-s budget_s``
+    appended (argparse keeps an option's last value, however the first was spelled). Its
+    stdout passes through; a child that fails (it exits non-zero when a row of its own fails)
+    raises ``SystemExit`` with the end of its stderr.
+    """
     import subprocess
 
-    child = [a for a in argv if not a.startswith("--framework")]
-    child += ["--framework", "torch", "--budget-s", str(budget_s)]
+    child = [*argv, "--framework", "torch", "--budget-s", str(budget_s)]
+    env = dict(os.environ)  # ``-m experiments.bench_gpu`` from any working directory
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     print(f"torch reference in a child process (budget {budget_s:.0f} s)", flush=True)
-    subprocess.run([sys.executable, "-m", "experiments.bench_gpu", *child], check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.bench_gpu", *child],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output on stderr"
+        raise SystemExit(
+            f"the torch reference child failed (exit status {proc.returncode}): {tail}"
+        )
+
+
+def resolve_torch_precisions(args) -> list[str]:
+    """``--torch-precisions``, by default every precision on a GPU and fp32 on a CPU."""
+    text = args.torch_precisions
+    if text is None:
+        import torch
+
+        text = "fp32,tf32,bf16" if torch.cuda.is_available() else "fp32"
+    precisions = text if isinstance(text, list) else parse_list(text)
+    if any(p not in TORCH_PRECISIONS for p in precisions):
+        raise SystemExit(f"torch precisions must be among {TORCH_PRECISIONS}, got {precisions}")
+    return precisions
+
+
+def describe(record: dict) -> str:
+    """A row in a few words, for messages."""
+    return (
+        f"{record['framework']} {record['modality']} B={record['batch_size']} "
+        f"N={record['gallery_size']} {record['method']} {record['precision']}"
+    )
 
 
 def main(argv=None) -> dict:
@@ -1026,32 +1069,38 @@ def main(argv=None) -> dict:
     framework = args.framework
     missing_torch = torch_available() if framework in ("torch", "both") else None
     if missing_torch:
-        print(f"torch reference skipped: {missing_torch} (pip install 'rest_jax[convert]')")
-        framework = "jax" if framework == "both" else None
+        raise SystemExit(
+            f"--framework {framework} needs torch and transformers ({missing_torch}): "
+            "pip install 'rest_jax[convert]', or run the rest_jax rows alone (--framework jax)"
+        )
     budget_s = args.budget_s
     if framework == "both":
         if out_dir is None:
             raise SystemExit("--framework both needs --out (the two processes share it)")
+        torch_args = argparse.Namespace(**vars(args))
+        torch_args.framework = "torch"
+        torch_args.torch_precisions = resolve_torch_precisions(args)
         start = time.perf_counter()
         run_torch_child(argv, args.torch_budget_s)
         budget_s = max(args.budget_s - (time.perf_counter() - start), 0.0)
+        measured = {row_key(r) for r in load_results(out_dir / "bench.json")["rows"]}
+        absent = [
+            describe(dataclasses.asdict(row))
+            for row in plan(torch_args)
+            if row_key({"preset": args.preset, **dataclasses.asdict(row)}) not in measured
+        ]
+        if absent:
+            raise SystemExit(f"the torch reference child left out rows: {'; '.join(absent)}")
         framework = "jax"
     results = load_results(out_dir / "bench.json") if out_dir else {"runs": [], "rows": []}
-    if framework is None:
-        return results
     args.framework = framework
-    if framework == "torch" and args.torch_precisions is None:
-        import torch
-
-        args.torch_precisions = "fp32,tf32,bf16" if torch.cuda.is_available() else "fp32"
-    args.torch_precisions = parse_list(args.torch_precisions or "")
-    if any(p not in TORCH_PRECISIONS for p in args.torch_precisions):
-        raise SystemExit(f"torch precisions must be among {TORCH_PRECISIONS}")
+    args.torch_precisions = resolve_torch_precisions(args) if framework == "torch" else []
 
     results["runs"].append(environment(args))
     budget = Budget(budget_s, args.row_budget_s)
     benches: dict[str, Any] = {}
     done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
+    failed = []
     for row in plan(args):
         record = {"preset": args.preset, **dataclasses.asdict(row)}
         record.update(row_options(row, args))
@@ -1071,6 +1120,7 @@ def main(argv=None) -> dict:
                 record["status"] = "ok"
             except Exception as error:  # one failing row (e.g. out of memory) is recorded
                 record["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
+                failed.append(record)
             budget.record(row, time.perf_counter() - started)
             gc.collect()
         print_row(record)
@@ -1083,6 +1133,11 @@ def main(argv=None) -> dict:
             save_results(out_dir, results)
     print()
     print(markdown(results))
+    if failed:  # the table has them; the exit status says so too
+        raise SystemExit(
+            f"{len(failed)} row(s) failed: "
+            + "; ".join(f"{describe(r)}: {r['status']}" for r in failed)
+        )
     return results
 
 

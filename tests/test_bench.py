@@ -139,3 +139,41 @@ def test_markdown_names_the_compilation_caches_of_a_run():
     assert "xla_flags=`--a=1`, compilation_cache_dir=`/c`" in warm
     cold = bench_gpu.markdown({"runs": [{**run, "xla_flags": ""}], "rows": []})
     assert "xla_flags" not in cold and "compilation_cache_dir" not in cold
+
+
+BOTH = [
+    "--preset", "small", "--framework", "both", "--methods", "tcr", "--modalities", "image",
+    "--batch-sizes", "8", "--galleries", "256", "--precisions", "fp32", "--batches", "1",
+    "--distinct-batches", "1",
+]  # fmt: skip
+
+
+def test_bench_both_runs_the_reference_child_and_rest_jax_in_one_table(tmp_path):
+    """``--framework both``: the eager reference in a child process, then rest_jax here; both
+    rows end up in one table with their ratio (the child once got ``both`` as a stray
+    argument, died, and the run ended with the rest_jax row alone)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    results = bench_gpu.main([*BOTH, "--out", str(tmp_path)])
+    rows = {r["framework"]: r for r in results["rows"]}
+    assert sorted(rows) == ["jax", "torch"] and len(results["rows"]) == 2
+    for row in rows.values():
+        assert row["status"] == "ok" and row["queries_per_s"] > 0
+        assert (row["method"], row["modality"], row["batch_size"]) == ("tcr", "image", 8)
+    assert "tcr rest_jax best (fp32" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
+    """A torch row that fails in the child fails the whole run, before any rest_jax row; so
+    does a missing torch."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if torch.cuda.is_available():
+        pytest.skip("tf32 is a valid torch precision on a GPU")
+    with pytest.raises(SystemExit, match="child failed.*fp32 only"):
+        bench_gpu.main([*BOTH, "--torch-precisions", "tf32", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["framework"], r["status"][:6]) for r in rows] == [("torch", "error:")]
+    monkeypatch.setattr(bench_gpu, "torch_available", lambda: "No module named 'torch'")
+    with pytest.raises(SystemExit, match="needs torch and transformers"):
+        bench_gpu.main([*BOTH, "--out", str(tmp_path / "no_torch")])
