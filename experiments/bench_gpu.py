@@ -2,6 +2,7 @@
 
     python -m experiments.bench_gpu --preset vit-b16 --out OUT_DIR   # GPU, see gpu_check.sh
     python -m experiments.bench_gpu --preset small --out OUT_DIR     # tiny towers, CPU-sized
+    python -m experiments.bench_gpu --preset world --out OUT_DIR     # the default source model
 
 For each row of the grid (query modality x batch size B x gallery size N x method x
 precision), in priority order (gallery, then modality, then batch size; see :func:`plan`):
@@ -96,6 +97,7 @@ PRESET_DEFAULTS = {
         source_pairs=16,
     ),
 }
+PRESET_DEFAULTS["world"] = PRESET_DEFAULTS["small"]  # CPU-sized too
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -150,14 +152,29 @@ def clip_config(preset: str):
     if preset == "small":  # the SynthWorld source model's shapes, 16 text tokens
         towers = SourceModelConfig(width=64, layers=2, heads=4, patch_size=8, max_text_len=16)
         return world_clip_config(towers, image_size=32, vocab_size=1000, sot_id=998, eot_id=999)
+    if preset == "world":  # the embedded default's source model: the small towers, but the
+        # default text length (32) and the SynthWorld tokenizer's vocabulary and special ids
+        from rest_jax.data.synthworld import WorldConfig
+        from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
+
+        vocab_size = WorldTokenizer.build().vocab_size
+        image_size = WorldConfig().image_size
+        return world_clip_config(SourceModelConfig(), image_size, vocab_size, SOT_ID, EOT_ID)
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESET_DEFAULTS)}")
 
 
 def random_token_ids(cfg, batch_size: int, seed: int) -> np.ndarray:
-    """(B, L) int32 ids: BOS, random tokens, an EOS at a random position in the second half."""
+    """(B, L) int32 ids: BOS, random tokens, an EOS at a random position in the second half.
+
+    The random tokens are neither BOS nor EOS (the pooled position is the first EOS).
+    """
     rng = np.random.default_rng(seed)
     length = cfg.text.max_position_embeddings
-    ids = rng.integers(1, cfg.text.vocab_size - 2, size=(batch_size, length))
+    vocab, special = cfg.text.vocab_size, (cfg.text.bos_token_id, cfg.text.eos_token_id)
+    if sorted(special) == [vocab - 2, vocab - 1]:  # CLIP's layout: the ids drawn so far
+        ids = rng.integers(1, vocab - 2, size=(batch_size, length))
+    else:
+        ids = rng.choice(np.setdiff1d(np.arange(1, vocab), special), size=(batch_size, length))
     ids[:, 0] = cfg.text.bos_token_id
     ids[np.arange(batch_size), rng.integers(length // 2, length, size=batch_size)] = (
         cfg.text.eos_token_id

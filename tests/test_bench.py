@@ -177,3 +177,29 @@ def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
     monkeypatch.setattr(bench_gpu, "torch_available", lambda: "No module named 'torch'")
     with pytest.raises(SystemExit, match="needs torch and transformers"):
         bench_gpu.main([*BOTH, "--out", str(tmp_path / "no_torch")])
+
+
+def test_world_preset_is_the_default_source_model_and_its_tokens_are_not_special():
+    """``--preset world``: SourceModelConfig()'s towers on WorldConfig()'s images with the
+    SynthWorld tokenizer; the image tower is the small preset's."""
+    from rest_jax.data.synthworld import WorldConfig
+    from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
+    from rest_jax.training import SourceModelConfig
+
+    world, small, towers = (
+        bench_gpu.clip_config("world"),
+        bench_gpu.clip_config("small"),
+        SourceModelConfig(),
+    )
+    assert world.vision == small.vision and world.vision.image_size == WorldConfig().image_size
+    assert (world.text.hidden_size, world.text.num_hidden_layers) == (towers.width, towers.layers)
+    assert world.text.max_position_embeddings == towers.max_text_len
+    assert world.text.vocab_size == WorldTokenizer.build().vocab_size
+    assert (world.text.bos_token_id, world.text.eos_token_id) == (SOT_ID, EOT_ID)
+    assert world.projection_dim == towers.projection_dim
+    for cfg in (world, small):
+        ids = bench_gpu.random_token_ids(cfg, 32, seed=0)
+        eos = (ids == cfg.text.eos_token_id).argmax(axis=1)
+        assert (ids[:, 0] == cfg.text.bos_token_id).all() and (eos >= ids.shape[1] // 2).all()
+        assert (ids[:, 1:] != cfg.text.bos_token_id).all()
+        assert (ids == cfg.text.eos_token_id).sum() == 32
