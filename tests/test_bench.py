@@ -203,3 +203,44 @@ def test_world_preset_is_the_default_source_model_and_its_tokens_are_not_special
         assert (ids[:, 0] == cfg.text.bos_token_id).all() and (eos >= ids.shape[1] // 2).all()
         assert (ids[:, 1:] != cfg.text.bos_token_id).all()
         assert (ids == cfg.text.eos_token_id).sum() == 32
+
+
+def test_cpu_profile_takes_each_ops_median_and_groups_by_op_name():
+    """experiments/cpu_profile.py: a preempted call (here 10x longer) does not move an op's
+    time per batch; ops are grouped by the JAX code their op_name names."""
+    from experiments import cpu_profile
+
+    hlo = "\n".join(
+        [
+            '  %fusion.1 = f32[2] fusion(%a), metadata={op_name="jit(step)/while/body/'
+            'closed_call/transpose(jvp(VisionTower))/blocks_0/mlp/fc1/dot_general"}',
+            '  ROOT %fusion.2 = f32[2] fusion(%b), metadata={op_name="jit(step)/while/body/'
+            'closed_call/jvp(VisionTower)/ln_pre/mul"}',
+            '  %custom-call = f32[2] custom-call(%c), metadata={op_name="jit(step)/while/body/'
+            'closed_call/jvp()/top_k"}',
+            '  %fusion.3 = f32[2] fusion(%d), metadata={op_name="jit(step)/jit(_where)/select_n"}',
+        ]
+    )
+    names = cpu_profile.op_names(hlo)
+    assert names["fusion.2"].endswith("ln_pre/mul") and len(names) == 4
+    events = _meta(1, "/host:CPU", {7: "tf_XLAEigen/123"})
+    for batch in range(3):
+        t = 5000.0 * batch
+        events.append(_x(1, 7, "fusion.1", t, 1000.0 if batch == 1 else 100.0))
+        t += 1000.0  # after fusion.1 also in batch 1: its neighbours, not nested in it
+        events += [_x(1, 7, "fusion.2", t + 100, 50.0), _x(1, 7, "custom-call", t + 150, 20.0)]
+        events += [_x(1, 7, "fusion.3", t + 170, 10.0), _x(1, 7, "Thunk", t + 180, 5.0)]
+    result = cpu_profile.profile_ops(events, names, batches=3)
+    groups = {g["group"]: g["ms_per_batch"] for g in result["groups"]}
+    assert groups == pytest.approx(
+        {
+            "tower backward": 0.1,
+            "tower forward": 0.05,
+            "gallery search (scores, top-K)": 0.02,
+            "answer, guards, rollback checks": 0.01,
+            "XLA runtime (thunk executor, copies)": 0.005,
+        }
+    )
+    assert result["median_ms_per_batch"] == pytest.approx(0.185)
+    assert result["sum_ms_per_batch"] == pytest.approx(0.485)
+    assert result["ops"][0]["name"] == "fusion.1" and result["ops"][0]["median_us"] == 100.0
