@@ -224,28 +224,32 @@ def measure(
     first_run_s: float,
     args,
     row_s: float,
-) -> tuple[float, int, str]:
-    """Seconds per batch of ``run_batch(i)`` (warm), how many batches were timed, and how.
+) -> tuple[float, int, str, float | None]:
+    """Seconds per batch of ``run_batch(i)`` (warm), how many batches were timed, how, and
+    the process CPU time per batch (all threads; None for a slow row).
 
     One untimed call estimates the per-batch time; then ``repeats`` loops of n batches, one
-    ``sync`` at the end of each, the fastest loop counts. A row whose first run already took
-    half the row budget is reported from that first run alone.
+    ``sync`` at the end of each, the fastest loop counts (and the least CPU time of a loop).
+    A row whose first run already took half the row budget is reported from that first run
+    alone. On a shared CPU the CPU time moves much less with the machine's load than the
+    wall time does.
     """
     if first_run_s > row_s / 2:
-        return first_run_s, 1, "first run (slow row)"
+        return first_run_s, 1, "first run (slow row)", None
     start = time.perf_counter()
     run_batch(1)
     sync()
     estimate = time.perf_counter() - start
     n = timed_batches(estimate, args.batches, row_s, estimate, args.repeats)
-    fastest = float("inf")
+    fastest = least_cpu = float("inf")
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             run_batch(i)
         sync()
         fastest = min(fastest, time.perf_counter() - start)
-    return fastest / n, n, "timed"
+        least_cpu = min(least_cpu, time.process_time() - start_cpu)
+    return fastest / n, n, "timed", least_cpu / n
 
 
 # ----------------------------------------------------------------------------- memory
@@ -434,7 +438,7 @@ class JaxBench:
                 live["state"], batches[i % len(batches)], adapter.constants
             )
 
-        per_batch, n, how = measure(
+        per_batch, n, how, cpu_per_batch = measure(
             run_batch,
             lambda: jax.block_until_ready(live),
             first_call_s - compile_s,
@@ -458,6 +462,7 @@ class JaxBench:
         return {
             "queries_per_s": row.batch_size / per_batch,
             "ms_per_batch": 1000 * per_batch,
+            "cpu_ms_per_batch": None if cpu_per_batch is None else 1000 * cpu_per_batch,
             "batches_timed": n,
             "timing": how,
             "compile_s": compile_s,
@@ -611,7 +616,7 @@ class TorchBench:
             step(xs[0])
             self.sync()
             first_call_s = time.perf_counter() - start
-            per_batch, n, how = measure(
+            per_batch, n, how, cpu_per_batch = measure(
                 lambda i: step(xs[i % len(xs)]),
                 self.sync,
                 first_call_s,
@@ -628,6 +633,7 @@ class TorchBench:
         return {
             "queries_per_s": row.batch_size / per_batch,
             "ms_per_batch": 1000 * per_batch,
+            "cpu_ms_per_batch": None if cpu_per_batch is None else 1000 * cpu_per_batch,
             "batches_timed": n,
             "timing": how,
             "compile_s": None,
@@ -790,6 +796,14 @@ def best(records: list[dict], **where) -> dict | None:
     return max(hits, key=lambda r: r["queries_per_s"]) if hits else None
 
 
+def cpu_ratio(slow: dict, fast: dict) -> str:
+    """`` (CPU time a / b ms = a/b)`` of two rows' process CPU time per batch, when both have it."""
+    a, b = slow.get("cpu_ms_per_batch"), fast.get("cpu_ms_per_batch")
+    if not a or not b:
+        return ""
+    return f" (CPU time {a:.1f} / {b:.1f} ms per batch = {a / b:.2f})"
+
+
 def summary_lines(records: list[dict]) -> list[str]:
     """Speed-ups over the eager reference and REST's cost over tent, per shape."""
     lines = []
@@ -810,6 +824,7 @@ def summary_lines(records: list[dict]) -> list[str]:
                 f" / eager torch best ({torch_best['precision']}, "
                 f"{torch_best['queries_per_s']:.0f} q/s) = "
                 f"{jax_best['queries_per_s'] / torch_best['queries_per_s']:.2f}x"
+                + cpu_ratio(torch_best, jax_best)
             )
             for p in TORCH_PRECISIONS:
                 a = best(records, framework="jax", method="tcr", precision=p, **shape)
@@ -823,7 +838,10 @@ def summary_lines(records: list[dict]) -> list[str]:
                 rest = best(records, framework="jax", method=method, precision=p, **shape)
                 if rest and tent:
                     ratio = rest["ms_per_batch"] / tent["ms_per_batch"]
-                    parts.append(f"{method}/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)")
+                    parts.append(
+                        f"{method}/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)"
+                        + cpu_ratio(rest, tent)
+                    )
         if parts:
             lines.append(head + " " + "; ".join(parts))
     return lines
@@ -872,15 +890,16 @@ def markdown(results: dict) -> str:
         )
     out += [
         "",
-        "| framework | query | B | N | method | precision | queries/s | ms/batch | compile s "
-        "| first call s | setup s | peak MiB | step MiB | batches | status | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| framework | query | B | N | method | precision | queries/s | ms/batch | CPU ms/batch "
+        "| compile s | first call s | setup s | peak MiB | step MiB | batches | status | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table_rows(results["rows"]):
         out.append(
             f"| {r['framework']} | {r['modality']} | {r['batch_size']} | {r['gallery_size']} "
             f"| {r['method']} | {r['precision']} | {_fmt(r.get('queries_per_s'))} "
-            f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('compile_s'))} "
+            f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('cpu_ms_per_batch'), 2)} "
+            f"| {_fmt(r.get('compile_s'))} "
             f"| {_fmt(r.get('first_call_s'))} | {_fmt(r.get('setup_s'))} "
             f"| {_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('step_mib'), 0)} "
             f"| {_fmt(r.get('batches_timed'))} | {r['status']} | {notes(r)} |"
@@ -892,7 +911,8 @@ def markdown(results: dict) -> str:
         "",
         "peak MiB: jax rows = process peak so far (device peak_bytes_in_use, or max RSS on CPU);"
         " torch rows = max_memory_allocated of the row (max RSS on CPU). step MiB: XLA's memory"
-        " analysis of the compiled step.",
+        " analysis of the compiled step. CPU ms/batch: the process's CPU time (all threads)"
+        " per batch in the timed loop with the least of it.",
         "",
     ]
     return "\n".join(out)

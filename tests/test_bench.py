@@ -158,9 +158,11 @@ def test_bench_both_runs_the_reference_child_and_rest_jax_in_one_table(tmp_path)
     rows = {r["framework"]: r for r in results["rows"]}
     assert sorted(rows) == ["jax", "torch"] and len(results["rows"]) == 2
     for row in rows.values():
-        assert row["status"] == "ok" and row["queries_per_s"] > 0
+        assert row["status"] == "ok" and row["queries_per_s"] > 0 and row["cpu_ms_per_batch"] > 0
         assert (row["method"], row["modality"], row["batch_size"]) == ("tcr", "image", 8)
-    assert "tcr rest_jax best (fp32" in (tmp_path / "bench.md").read_text()
+    ratio = bench_gpu.summary_lines(results["rows"])[0]
+    assert "tcr rest_jax best (fp32" in ratio and "(CPU time " in ratio
+    assert ratio in (tmp_path / "bench.md").read_text()
 
 
 def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
