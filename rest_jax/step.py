@@ -290,7 +290,7 @@ def make_step(
 
             Scores: the rows of valid queries with non-finite inputs are NaN, from a NaN query
             (a (B, d) select, not a copy of the (B, N) scores). The top-1 comes from a top-K
-            (on XLA:CPU ``argmax`` over 64 x 5000 scores took ~1 ms, ``top_k`` ~0.06 ms);
+            (XLA:CPU, 64 x 5000 scores: ``argmax`` 1.6 ms of CPU time, ``top_k`` 0.37 ms);
             both take the lowest index among ties.
             """
             if config.output_top_k is None:
