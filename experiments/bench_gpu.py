@@ -2,6 +2,7 @@
 
     python -m experiments.bench_gpu --preset vit-b16 --out OUT_DIR   # GPU, see gpu_check.sh
     python -m experiments.bench_gpu --preset small --out OUT_DIR     # tiny towers, CPU-sized
+    python -m experiments.bench_gpu --preset world --out OUT_DIR     # the default source model
 
 For each row of the grid (query modality x batch size B x gallery size N x method x
 precision), in priority order (gallery, then modality, then batch size; see :func:`plan`):
@@ -19,7 +20,7 @@ precision), in priority order (gallery, then modality, then batch size; see :fun
   the end). Precisions: fp32, tf32 and bf16 autocast on GPU; fp32 on CPU. With
   ``--framework both`` the torch rows run first in a child process: in one process with JAX
   the eager CPU step ran >10x slower (thread pools), and on GPU the two allocators would
-  split the memory.
+  split the memory. A child that fails, or leaves out a torch row, fails the invocation.
 
 Precisions of the rest_jax rows: ``fp32`` (float32, matmul precision "highest", no TF32),
 ``tf32`` (float32, "tensorfloat32") and ``bf16`` (the tower built with ``dtype=jnp.bfloat16``:
@@ -41,7 +42,8 @@ Time guards: the timed part of a row (after its first call) is capped at
 run); a row is skipped once the invocation's ``--budget-s`` is spent, or when the cheapest
 row already run in its group (same framework, modality, B, N) took longer than what is left.
 Results are appended to ``OUT/bench.json`` after every row (invocations may share one OUT)
-and the whole table, with the ratios, is rewritten to ``OUT/bench.md``.
+and the whole table, with the ratios, is rewritten to ``OUT/bench.md``. A row that fails is
+recorded there with its error, and the invocation then exits non-zero (``SystemExit``).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ PRESET_DEFAULTS = {
         source_pairs=16,
     ),
 }
+PRESET_DEFAULTS["world"] = PRESET_DEFAULTS["small"]  # CPU-sized too
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -149,14 +152,29 @@ def clip_config(preset: str):
     if preset == "small":  # the SynthWorld source model's shapes, 16 text tokens
         towers = SourceModelConfig(width=64, layers=2, heads=4, patch_size=8, max_text_len=16)
         return world_clip_config(towers, image_size=32, vocab_size=1000, sot_id=998, eot_id=999)
+    if preset == "world":  # the embedded default's source model: the small towers, but the
+        # default text length (32) and the SynthWorld tokenizer's vocabulary and special ids
+        from rest_jax.data.synthworld import WorldConfig
+        from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
+
+        vocab_size = WorldTokenizer.build().vocab_size
+        image_size = WorldConfig().image_size
+        return world_clip_config(SourceModelConfig(), image_size, vocab_size, SOT_ID, EOT_ID)
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESET_DEFAULTS)}")
 
 
 def random_token_ids(cfg, batch_size: int, seed: int) -> np.ndarray:
-    """(B, L) int32 ids: BOS, random tokens, an EOS at a random position in the second half."""
+    """(B, L) int32 ids: BOS, random tokens, an EOS at a random position in the second half.
+
+    The random tokens are neither BOS nor EOS (the pooled position is the first EOS).
+    """
     rng = np.random.default_rng(seed)
     length = cfg.text.max_position_embeddings
-    ids = rng.integers(1, cfg.text.vocab_size - 2, size=(batch_size, length))
+    vocab, special = cfg.text.vocab_size, (cfg.text.bos_token_id, cfg.text.eos_token_id)
+    if sorted(special) == [vocab - 2, vocab - 1]:  # CLIP's layout: the ids drawn so far
+        ids = rng.integers(1, vocab - 2, size=(batch_size, length))
+    else:
+        ids = rng.choice(np.setdiff1d(np.arange(1, vocab), special), size=(batch_size, length))
     ids[:, 0] = cfg.text.bos_token_id
     ids[np.arange(batch_size), rng.integers(length // 2, length, size=batch_size)] = (
         cfg.text.eos_token_id
@@ -206,28 +224,32 @@ def measure(
     first_run_s: float,
     args,
     row_s: float,
-) -> tuple[float, int, str]:
-    """Seconds per batch of ``run_batch(i)`` (warm), how many batches were timed, and how.
+) -> tuple[float, int, str, float | None]:
+    """Seconds per batch of ``run_batch(i)`` (warm), how many batches were timed, how, and
+    the process CPU time per batch (all threads; None for a slow row).
 
     One untimed call estimates the per-batch time; then ``repeats`` loops of n batches, one
-    ``sync`` at the end of each, the fastest loop counts. A row whose first run already took
-    half the row budget is reported from that first run alone.
+    ``sync`` at the end of each, the fastest loop counts (and the least CPU time of a loop).
+    A row whose first run already took half the row budget is reported from that first run
+    alone. On a shared CPU the CPU time moves much less with the machine's load than the
+    wall time does.
     """
     if first_run_s > row_s / 2:
-        return first_run_s, 1, "first run (slow row)"
+        return first_run_s, 1, "first run (slow row)", None
     start = time.perf_counter()
     run_batch(1)
     sync()
     estimate = time.perf_counter() - start
     n = timed_batches(estimate, args.batches, row_s, estimate, args.repeats)
-    fastest = float("inf")
+    fastest = least_cpu = float("inf")
     for _ in range(args.repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for i in range(n):
             run_batch(i)
         sync()
         fastest = min(fastest, time.perf_counter() - start)
-    return fastest / n, n, "timed"
+        least_cpu = min(least_cpu, time.process_time() - start_cpu)
+    return fastest / n, n, "timed", least_cpu / n
 
 
 # ----------------------------------------------------------------------------- memory
@@ -342,7 +364,9 @@ class JaxBench:
         overrides.update(large_gallery_overrides(row.gallery_size, self.args))
         return rest_jax.preset(preset, **overrides), overrides
 
-    def run(self, row: Row, budget: Budget) -> dict:
+    def prepare(self, row: Row) -> dict:
+        """The row's adapter, device-resident batches, initial state and compiled step:
+        ``{"adapter", "batches", "state", "compiled", "setup_s", "compile_s", "overrides"}``."""
         import rest_jax
         from rest_jax.models import (
             CLIP_IMAGE_ADAPT_RULES,
@@ -388,9 +412,25 @@ class JaxBench:
             start = time.perf_counter()
             compiled = adapter.step_fn.lower(state, batches[0], adapter.constants).compile()
             compile_s = time.perf_counter() - start
-        state, out = compiled(state, batches[0], adapter.constants)
+        return {
+            "adapter": adapter,
+            "batches": batches,
+            "state": state,
+            "compiled": compiled,
+            "setup_s": setup_s,
+            "compile_s": compile_s,
+            "overrides": overrides,
+        }
+
+    def run(self, row: Row, budget: Budget) -> dict:
+        jax, jnp = self.jax, self.jax.numpy
+        prepared = self.prepare(row)
+        adapter, batches, compiled = (prepared[k] for k in ("adapter", "batches", "compiled"))
+        compile_s = prepared["compile_s"]
+        start = time.perf_counter()
+        state, out = compiled(prepared.pop("state"), batches[0], adapter.constants)
         jax.block_until_ready((state, out))
-        first_call_s = time.perf_counter() - start
+        first_call_s = compile_s + time.perf_counter() - start
         live = {"state": state, "out": out}
 
         def run_batch(i):
@@ -398,7 +438,7 @@ class JaxBench:
                 live["state"], batches[i % len(batches)], adapter.constants
             )
 
-        per_batch, n, how = measure(
+        per_batch, n, how, cpu_per_batch = measure(
             run_batch,
             lambda: jax.block_until_ready(live),
             first_call_s - compile_s,
@@ -422,15 +462,16 @@ class JaxBench:
         return {
             "queries_per_s": row.batch_size / per_batch,
             "ms_per_batch": 1000 * per_batch,
+            "cpu_ms_per_batch": None if cpu_per_batch is None else 1000 * cpu_per_batch,
             "batches_timed": n,
             "timing": how,
             "compile_s": compile_s,
             "first_call_s": first_call_s,
-            "setup_s": setup_s,
+            "setup_s": prepared["setup_s"],
             "peak_mib": peak / MIB,
             "peak_kind": peak_kind,
             "step_mib": None if step_bytes is None else step_bytes / MIB,
-            "overrides": overrides,
+            "overrides": prepared["overrides"],
             "scores_finite": finite,
             **({"profile": profile} if profile else {}),
         }
@@ -575,7 +616,7 @@ class TorchBench:
             step(xs[0])
             self.sync()
             first_call_s = time.perf_counter() - start
-            per_batch, n, how = measure(
+            per_batch, n, how, cpu_per_batch = measure(
                 lambda i: step(xs[i % len(xs)]),
                 self.sync,
                 first_call_s,
@@ -592,6 +633,7 @@ class TorchBench:
         return {
             "queries_per_s": row.batch_size / per_batch,
             "ms_per_batch": 1000 * per_batch,
+            "cpu_ms_per_batch": None if cpu_per_batch is None else 1000 * cpu_per_batch,
             "batches_timed": n,
             "timing": how,
             "compile_s": None,
@@ -667,7 +709,7 @@ def environment(args) -> dict:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "argv": sys.argv[1:],
+        "argv": args.argv,
         "framework": args.framework,
         "seeds": SEEDS,
     }
@@ -754,6 +796,14 @@ def best(records: list[dict], **where) -> dict | None:
     return max(hits, key=lambda r: r["queries_per_s"]) if hits else None
 
 
+def cpu_ratio(slow: dict, fast: dict) -> str:
+    """`` (CPU time a / b ms = a/b)`` of two rows' process CPU time per batch, when both have it."""
+    a, b = slow.get("cpu_ms_per_batch"), fast.get("cpu_ms_per_batch")
+    if not a or not b:
+        return ""
+    return f" (CPU time {a:.1f} / {b:.1f} ms per batch = {a / b:.2f})"
+
+
 def summary_lines(records: list[dict]) -> list[str]:
     """Speed-ups over the eager reference and REST's cost over tent, per shape."""
     lines = []
@@ -774,6 +824,7 @@ def summary_lines(records: list[dict]) -> list[str]:
                 f" / eager torch best ({torch_best['precision']}, "
                 f"{torch_best['queries_per_s']:.0f} q/s) = "
                 f"{jax_best['queries_per_s'] / torch_best['queries_per_s']:.2f}x"
+                + cpu_ratio(torch_best, jax_best)
             )
             for p in TORCH_PRECISIONS:
                 a = best(records, framework="jax", method="tcr", precision=p, **shape)
@@ -787,7 +838,10 @@ def summary_lines(records: list[dict]) -> list[str]:
                 rest = best(records, framework="jax", method=method, precision=p, **shape)
                 if rest and tent:
                     ratio = rest["ms_per_batch"] / tent["ms_per_batch"]
-                    parts.append(f"{method}/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)")
+                    parts.append(
+                        f"{method}/tent time {p}: {ratio:.2f} ({100 * (ratio - 1):+.0f}%)"
+                        + cpu_ratio(rest, tent)
+                    )
         if parts:
             lines.append(head + " " + "; ".join(parts))
     return lines
@@ -836,15 +890,16 @@ def markdown(results: dict) -> str:
         )
     out += [
         "",
-        "| framework | query | B | N | method | precision | queries/s | ms/batch | compile s "
-        "| first call s | setup s | peak MiB | step MiB | batches | status | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| framework | query | B | N | method | precision | queries/s | ms/batch | CPU ms/batch "
+        "| compile s | first call s | setup s | peak MiB | step MiB | batches | status | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table_rows(results["rows"]):
         out.append(
             f"| {r['framework']} | {r['modality']} | {r['batch_size']} | {r['gallery_size']} "
             f"| {r['method']} | {r['precision']} | {_fmt(r.get('queries_per_s'))} "
-            f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('compile_s'))} "
+            f"| {_fmt(r.get('ms_per_batch'), 2)} | {_fmt(r.get('cpu_ms_per_batch'), 2)} "
+            f"| {_fmt(r.get('compile_s'))} "
             f"| {_fmt(r.get('first_call_s'))} | {_fmt(r.get('setup_s'))} "
             f"| {_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('step_mib'), 0)} "
             f"| {_fmt(r.get('batches_timed'))} | {r['status']} | {notes(r)} |"
@@ -856,7 +911,8 @@ def markdown(results: dict) -> str:
         "",
         "peak MiB: jax rows = process peak so far (device peak_bytes_in_use, or max RSS on CPU);"
         " torch rows = max_memory_allocated of the row (max RSS on CPU). step MiB: XLA's memory"
-        " analysis of the compiled step.",
+        " analysis of the compiled step. CPU ms/batch: the process's CPU time (all threads)"
+        " per batch in the timed loop with the least of it.",
         "",
     ]
     return "\n".join(out)
@@ -945,6 +1001,7 @@ def parse_args(argv=None):
         "--topk-check", action="store_true", help="only run topk_check (OUT/topk_check.json)"
     )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
 
     defaults = PRESET_DEFAULTS[args.preset]
     args.methods = parse_list(args.methods)
@@ -981,13 +1038,54 @@ def torch_available() -> str | None:
 
 def run_torch_child(argv: list[str], budget_s: float) -> None:
     """Runs the torch rows in a child process: sharing a process with JAX slows eager torch
-    on CPU by an order of magnitude (thread pools) and splits GPU memory between allocators."""
+    on CPU by an order of magnitude (thread pools) and splits GPU memory between allocators.
+
+    The child gets this invocation's arguments with ``--framework torch --budget-s budget_s``
+    appended (argparse keeps an option's last value, however the first was spelled). Its
+    stdout passes through; a child that fails (it exits non-zero when a row of its own fails)
+    raises ``SystemExit`` with the end of its stderr.
+    """
     import subprocess
 
-    child = [a for a in argv if not a.startswith("--framework")]
-    child += ["--framework", "torch", "--budget-s", str(budget_s)]
+    child = [*argv, "--framework", "torch", "--budget-s", str(budget_s)]
+    env = dict(os.environ)  # ``-m experiments.bench_gpu`` from any working directory
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     print(f"torch reference in a child process (budget {budget_s:.0f} s)", flush=True)
-    subprocess.run([sys.executable, "-m", "experiments.bench_gpu", *child], check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.bench_gpu", *child],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or "no output on stderr"
+        raise SystemExit(
+            f"the torch reference child failed (exit status {proc.returncode}): {tail}"
+        )
+
+
+def resolve_torch_precisions(args) -> list[str]:
+    """``--torch-precisions``, by default every precision on a GPU and fp32 on a CPU."""
+    text = args.torch_precisions
+    if text is None:
+        import torch
+
+        text = "fp32,tf32,bf16" if torch.cuda.is_available() else "fp32"
+    precisions = text if isinstance(text, list) else parse_list(text)
+    if any(p not in TORCH_PRECISIONS for p in precisions):
+        raise SystemExit(f"torch precisions must be among {TORCH_PRECISIONS}, got {precisions}")
+    return precisions
+
+
+def describe(record: dict) -> str:
+    """A row in a few words, for messages."""
+    return (
+        f"{record['framework']} {record['modality']} B={record['batch_size']} "
+        f"N={record['gallery_size']} {record['method']} {record['precision']}"
+    )
 
 
 def main(argv=None) -> dict:
@@ -1026,32 +1124,38 @@ def main(argv=None) -> dict:
     framework = args.framework
     missing_torch = torch_available() if framework in ("torch", "both") else None
     if missing_torch:
-        print(f"torch reference skipped: {missing_torch} (pip install 'rest_jax[convert]')")
-        framework = "jax" if framework == "both" else None
+        raise SystemExit(
+            f"--framework {framework} needs torch and transformers ({missing_torch}): "
+            "pip install 'rest_jax[convert]', or run the rest_jax rows alone (--framework jax)"
+        )
     budget_s = args.budget_s
     if framework == "both":
         if out_dir is None:
             raise SystemExit("--framework both needs --out (the two processes share it)")
+        torch_args = argparse.Namespace(**vars(args))
+        torch_args.framework = "torch"
+        torch_args.torch_precisions = resolve_torch_precisions(args)
         start = time.perf_counter()
         run_torch_child(argv, args.torch_budget_s)
         budget_s = max(args.budget_s - (time.perf_counter() - start), 0.0)
+        measured = {row_key(r) for r in load_results(out_dir / "bench.json")["rows"]}
+        absent = [
+            describe(dataclasses.asdict(row))
+            for row in plan(torch_args)
+            if row_key({"preset": args.preset, **dataclasses.asdict(row)}) not in measured
+        ]
+        if absent:
+            raise SystemExit(f"the torch reference child left out rows: {'; '.join(absent)}")
         framework = "jax"
     results = load_results(out_dir / "bench.json") if out_dir else {"runs": [], "rows": []}
-    if framework is None:
-        return results
     args.framework = framework
-    if framework == "torch" and args.torch_precisions is None:
-        import torch
-
-        args.torch_precisions = "fp32,tf32,bf16" if torch.cuda.is_available() else "fp32"
-    args.torch_precisions = parse_list(args.torch_precisions or "")
-    if any(p not in TORCH_PRECISIONS for p in args.torch_precisions):
-        raise SystemExit(f"torch precisions must be among {TORCH_PRECISIONS}")
+    args.torch_precisions = resolve_torch_precisions(args) if framework == "torch" else []
 
     results["runs"].append(environment(args))
     budget = Budget(budget_s, args.row_budget_s)
     benches: dict[str, Any] = {}
     done = {row_key(r) for r in results["rows"] if r.get("status") == "ok"}
+    failed = []
     for row in plan(args):
         record = {"preset": args.preset, **dataclasses.asdict(row)}
         record.update(row_options(row, args))
@@ -1071,6 +1175,7 @@ def main(argv=None) -> dict:
                 record["status"] = "ok"
             except Exception as error:  # one failing row (e.g. out of memory) is recorded
                 record["status"] = f"error: {type(error).__name__}: {str(error)[:300]}"
+                failed.append(record)
             budget.record(row, time.perf_counter() - started)
             gc.collect()
         print_row(record)
@@ -1083,6 +1188,11 @@ def main(argv=None) -> dict:
             save_results(out_dir, results)
     print()
     print(markdown(results))
+    if failed:  # the table has them; the exit status says so too
+        raise SystemExit(
+            f"{len(failed)} row(s) failed: "
+            + "; ".join(f"{describe(r)}: {r['status']}" for r in failed)
+        )
     return results
 
 

@@ -139,3 +139,110 @@ def test_markdown_names_the_compilation_caches_of_a_run():
     assert "xla_flags=`--a=1`, compilation_cache_dir=`/c`" in warm
     cold = bench_gpu.markdown({"runs": [{**run, "xla_flags": ""}], "rows": []})
     assert "xla_flags" not in cold and "compilation_cache_dir" not in cold
+
+
+BOTH = [
+    "--preset", "small", "--framework", "both", "--methods", "tcr", "--modalities", "image",
+    "--batch-sizes", "8", "--galleries", "256", "--precisions", "fp32", "--batches", "1",
+    "--distinct-batches", "1",
+]  # fmt: skip
+
+
+def test_bench_both_runs_the_reference_child_and_rest_jax_in_one_table(tmp_path):
+    """``--framework both``: the eager reference in a child process, then rest_jax here; both
+    rows end up in one table with their ratio (the child once got ``both`` as a stray
+    argument, died, and the run ended with the rest_jax row alone)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    results = bench_gpu.main([*BOTH, "--out", str(tmp_path)])
+    rows = {r["framework"]: r for r in results["rows"]}
+    assert sorted(rows) == ["jax", "torch"] and len(results["rows"]) == 2
+    for row in rows.values():
+        assert row["status"] == "ok" and row["queries_per_s"] > 0 and row["cpu_ms_per_batch"] > 0
+        assert (row["method"], row["modality"], row["batch_size"]) == ("tcr", "image", 8)
+    ratio = bench_gpu.summary_lines(results["rows"])[0]
+    assert "tcr rest_jax best (fp32" in ratio and "(CPU time " in ratio
+    assert ratio in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
+    """A torch row that fails in the child fails the whole run, before any rest_jax row; so
+    does a missing torch."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if torch.cuda.is_available():
+        pytest.skip("tf32 is a valid torch precision on a GPU")
+    with pytest.raises(SystemExit, match="child failed.*fp32 only"):
+        bench_gpu.main([*BOTH, "--torch-precisions", "tf32", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["framework"], r["status"][:6]) for r in rows] == [("torch", "error:")]
+    monkeypatch.setattr(bench_gpu, "torch_available", lambda: "No module named 'torch'")
+    with pytest.raises(SystemExit, match="needs torch and transformers"):
+        bench_gpu.main([*BOTH, "--out", str(tmp_path / "no_torch")])
+
+
+def test_world_preset_is_the_default_source_model_and_its_tokens_are_not_special():
+    """``--preset world``: SourceModelConfig()'s towers on WorldConfig()'s images with the
+    SynthWorld tokenizer; the image tower is the small preset's."""
+    from rest_jax.data.synthworld import WorldConfig
+    from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
+    from rest_jax.training import SourceModelConfig
+
+    world, small, towers = (
+        bench_gpu.clip_config("world"),
+        bench_gpu.clip_config("small"),
+        SourceModelConfig(),
+    )
+    assert world.vision == small.vision and world.vision.image_size == WorldConfig().image_size
+    assert (world.text.hidden_size, world.text.num_hidden_layers) == (towers.width, towers.layers)
+    assert world.text.max_position_embeddings == towers.max_text_len
+    assert world.text.vocab_size == WorldTokenizer.build().vocab_size
+    assert (world.text.bos_token_id, world.text.eos_token_id) == (SOT_ID, EOT_ID)
+    assert world.projection_dim == towers.projection_dim
+    for cfg in (world, small):
+        ids = bench_gpu.random_token_ids(cfg, 32, seed=0)
+        eos = (ids == cfg.text.eos_token_id).argmax(axis=1)
+        assert (ids[:, 0] == cfg.text.bos_token_id).all() and (eos >= ids.shape[1] // 2).all()
+        assert (ids[:, 1:] != cfg.text.bos_token_id).all()
+        assert (ids == cfg.text.eos_token_id).sum() == 32
+
+
+def test_cpu_profile_takes_each_ops_median_and_groups_by_op_name():
+    """experiments/cpu_profile.py: a preempted call (here 10x longer) does not move an op's
+    time per batch; ops are grouped by the JAX code their op_name names."""
+    from experiments import cpu_profile
+
+    hlo = "\n".join(
+        [
+            '  %fusion.1 = f32[2] fusion(%a), metadata={op_name="jit(step)/while/body/'
+            'closed_call/transpose(jvp(VisionTower))/blocks_0/mlp/fc1/dot_general"}',
+            '  ROOT %fusion.2 = f32[2] fusion(%b), metadata={op_name="jit(step)/while/body/'
+            'closed_call/jvp(VisionTower)/ln_pre/mul"}',
+            '  %custom-call = f32[2] custom-call(%c), metadata={op_name="jit(step)/while/body/'
+            'closed_call/jvp()/top_k"}',
+            '  %fusion.3 = f32[2] fusion(%d), metadata={op_name="jit(step)/jit(_where)/select_n"}',
+        ]
+    )
+    names = cpu_profile.op_names(hlo)
+    assert names["fusion.2"].endswith("ln_pre/mul") and len(names) == 4
+    events = _meta(1, "/host:CPU", {7: "tf_XLAEigen/123"})
+    for batch in range(3):
+        t = 5000.0 * batch
+        events.append(_x(1, 7, "fusion.1", t, 1000.0 if batch == 1 else 100.0))
+        t += 1000.0  # after fusion.1 also in batch 1: its neighbours, not nested in it
+        events += [_x(1, 7, "fusion.2", t + 100, 50.0), _x(1, 7, "custom-call", t + 150, 20.0)]
+        events += [_x(1, 7, "fusion.3", t + 170, 10.0), _x(1, 7, "Thunk", t + 180, 5.0)]
+    result = cpu_profile.profile_ops(events, names, batches=3)
+    groups = {g["group"]: g["ms_per_batch"] for g in result["groups"]}
+    assert groups == pytest.approx(
+        {
+            "tower backward": 0.1,
+            "tower forward": 0.05,
+            "gallery search (scores, top-K)": 0.02,
+            "answer, guards, rollback checks": 0.01,
+            "XLA runtime (thunk executor, copies)": 0.005,
+        }
+    )
+    assert result["median_ms_per_batch"] == pytest.approx(0.185)
+    assert result["sum_ms_per_batch"] == pytest.approx(0.485)
+    assert result["ops"][0]["name"] == "fusion.1" and result["ops"][0]["median_us"] == 100.0
