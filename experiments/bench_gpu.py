@@ -152,14 +152,11 @@ def clip_config(preset: str):
     if preset == "small":  # the SynthWorld source model's shapes, 16 text tokens
         towers = SourceModelConfig(width=64, layers=2, heads=4, patch_size=8, max_text_len=16)
         return world_clip_config(towers, image_size=32, vocab_size=1000, sot_id=998, eot_id=999)
-    if preset == "world":  # the embedded default's source model: the small towers, but the
-        # default text length (32) and the SynthWorld tokenizer's vocabulary and special ids
-        from rest_jax.data.synthworld import WorldConfig
-        from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
+    if preset == "world":  # the embedded default's shipped source model (its config.json)
+        from rest_jax.models.hf import read_config
+        from rest_jax.pretrained import WORLD_SOURCE_DIR
 
-        vocab_size = WorldTokenizer.build().vocab_size
-        image_size = WorldConfig().image_size
-        return world_clip_config(SourceModelConfig(), image_size, vocab_size, SOT_ID, EOT_ID)
+        return read_config(WORLD_SOURCE_DIR)
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESET_DEFAULTS)}")
 
 

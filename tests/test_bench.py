@@ -182,24 +182,15 @@ def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
 
 
 def test_world_preset_is_the_default_source_model_and_its_tokens_are_not_special():
-    """``--preset world``: SourceModelConfig()'s towers on WorldConfig()'s images with the
-    SynthWorld tokenizer; the image tower is the small preset's."""
-    from rest_jax.data.synthworld import WorldConfig
-    from rest_jax.data.tokenizer import EOT_ID, SOT_ID, WorldTokenizer
-    from rest_jax.training import SourceModelConfig
+    """``--preset world``: the shipped source model's configuration."""
+    from rest_jax.data.tokenizer import EOT_ID, SOT_ID
+    from rest_jax.pretrained import load_world_source
 
-    world, small, towers = (
-        bench_gpu.clip_config("world"),
-        bench_gpu.clip_config("small"),
-        SourceModelConfig(),
-    )
-    assert world.vision == small.vision and world.vision.image_size == WorldConfig().image_size
-    assert (world.text.hidden_size, world.text.num_hidden_layers) == (towers.width, towers.layers)
-    assert world.text.max_position_embeddings == towers.max_text_len
-    assert world.text.vocab_size == WorldTokenizer.build().vocab_size
+    world, shipped = bench_gpu.clip_config("world"), load_world_source()
+    assert world == shipped.config and world.vision.patch_size == 4
+    assert world.text.vocab_size == shipped.tokenizer.vocab_size
     assert (world.text.bos_token_id, world.text.eos_token_id) == (SOT_ID, EOT_ID)
-    assert world.projection_dim == towers.projection_dim
-    for cfg in (world, small):
+    for cfg in (world, bench_gpu.clip_config("small")):
         ids = bench_gpu.random_token_ids(cfg, 32, seed=0)
         eos = (ids == cfg.text.eos_token_id).argmax(axis=1)
         assert (ids[:, 0] == cfg.text.bos_token_id).all() and (eos >= ids.shape[1] // 2).all()
