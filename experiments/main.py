@@ -26,6 +26,7 @@ import rest_jax
 from experiments import plots, report
 from experiments.config import StudyConfig, adapt_overrides, parse_args
 from experiments.data import load_study_data
+from experiments.validate import validate_study_config
 from rest_jax import study
 
 log = logging.getLogger("rest_jax.study")
@@ -233,6 +234,7 @@ class Runner:
 
 def main(argv=None) -> pathlib.Path:
     cfg = parse_args(argv)
+    validate_study_config(cfg)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.cache_dir) / "xla"))
     out = pathlib.Path(cfg.output_dir) / cfg.name
