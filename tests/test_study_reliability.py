@@ -3,11 +3,19 @@ flags (experiments/main.py with experiments/run_dir.py, validate.py and data.py)
 
 from __future__ import annotations
 
+import json
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from experiments import data as study_data
 from experiments import main as main_job
 from experiments.config import StudyConfig
+from experiments.run_dir import ConfigChanged, RunDirLocked
 
 TINY = [
     "--source-steps", "2", "--source-width", "16", "--source-layers", "1",
@@ -18,11 +26,141 @@ TINY = [
 KEYS = ["clean|i2t|source|clean", "qs|i2t|source|gaussian_noise@5", "qs|i2t|tent|gaussian_noise@5"]
 
 
+def read_rows(out: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # source model and XLA cache, shared
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache):
+    """A finished tiny study: (its run directory, its rows)."""
+    out = tmp_path_factory.mktemp("finished")
+    run = main_job.main(["--name", "s", "--output-dir", str(out), "--cache-dir", str(cache), *TINY])
+    rows = read_rows(run)
+    assert [r["key"] for r in rows] == KEYS
+    assert not (run / ".lock").exists()
+    return run, rows
+
+
+def copy_of(finished, tmp_path) -> tuple[list[str], pathlib.Path]:
+    """A copy of the finished run under tmp_path, and the arguments that rerun it."""
+    run, _ = finished
+    shutil.copytree(run, tmp_path / "runs" / "s")
+    args = ["--name", "s", "--output-dir", str(tmp_path / "runs"), *TINY]
+    return args, tmp_path / "runs" / "s"
+
+
 def no_data(monkeypatch):
     def refuse(cfg):
         raise AssertionError("data was prepared")
 
     monkeypatch.setattr(main_job, "load_study_data", refuse)
+
+
+# ------------------------------------------------------------------------------ item 2
+
+
+def test_rerun_with_another_configuration_refuses_naming_the_fields(
+    finished, tmp_path, cache, monkeypatch
+):
+    args, run = copy_of(finished, tmp_path)
+    args += ["--cache-dir", str(cache)]
+    config_before = (run / "config.json").read_text()
+    rows_before = (run / "results.jsonl").read_text()
+    with monkeypatch.context() as m:
+        no_data(m)  # refused before any data is prepared
+        with pytest.raises(ConfigChanged) as err:
+            main_job.main([*args, "--seed", "1", "--batch-size", "4"])
+    message = str(err.value)
+    assert str(run) in message and "--restart" in message
+    assert "study.seed (0 in config.json, now 1)" in message
+    assert "study.batch_size (8 in config.json, now 4)" in message
+    with pytest.raises(ConfigChanged, match=r"methods\.tent\.learning_rate \(0\.0003"):
+        main_job.main([*args, "--adapt", "tent.learning_rate=0.01"])
+    assert (run / "config.json").read_text() == config_before  # nothing rewritten
+    assert (run / "results.jsonl").read_text() == rows_before
+    assert not (run / ".lock").exists()
+    # --restart starts over: every row recomputed under the configuration config.json states.
+    main_job.main([*args, "--seed", "1", "--restart"])
+    assert json.loads((run / "config.json").read_text())["study"]["seed"] == 1
+    rows = read_rows(run)
+    assert [r["key"] for r in rows] == KEYS
+    (aside,) = run.glob("replaced-*")
+    assert (aside / "results.jsonl").read_text() == rows_before
+    assert json.loads((aside / "config.json").read_text())["study"]["seed"] == 0
+
+
+def test_a_rerun_may_add_rows_to_a_finished_study(finished, tmp_path, cache):
+    # Row selection (here: one more method) does not change the numbers of existing rows.
+    args, run = copy_of(finished, tmp_path)
+    _, rows = finished
+    out = main_job.main([*args, "--cache-dir", str(cache), "--methods", "source,tent,tcr"])
+    new_rows = read_rows(out)
+    assert new_rows[: len(rows)] == rows
+    assert [r["key"] for r in new_rows[len(rows) :]] == ["qs|i2t|tcr|gaussian_noise@5"]
+
+
+# ------------------------------------------------------------------------------ items 4, 5
+
+
+def test_a_truncated_last_row_is_recomputed_and_the_study_logs_show(
+    finished, tmp_path, cache, capsys
+):
+    args, run = copy_of(finished, tmp_path)
+    _, rows = finished
+    lines = (run / "results.jsonl").read_text().splitlines()
+    (run / "results.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:30])
+    capsys.readouterr()
+    out = main_job.main([*args, "--cache-dir", str(cache)])
+    err = capsys.readouterr().err
+    assert f"{run / 'results.jsonl'}: dropped its last line (line 3" in err
+    assert without_timing(read_rows(out)) == without_timing(rows)
+    # Item 4: the study's INFO logs are shown (importing rest_jax left a root handler).
+    assert "3 runs planned, 2 already done" in err
+    assert "adapted parameters:" in err and "adapted: 8 tensors, 128 scalars" in err
+
+
+def test_a_damaged_row_before_the_last_is_an_error_naming_file_and_line(finished, tmp_path, cache):
+    args, run = copy_of(finished, tmp_path)
+    lines = (run / "results.jsonl").read_text().splitlines()
+    lines[0] = lines[0][:-10]
+    (run / "results.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"{run / 'results.jsonl'}: line 1 is not a valid row"):
+        main_job.main([*args, "--cache-dir", str(cache)])
+
+
+# ------------------------------------------------------------------------------ item 8
+
+
+def test_a_second_study_with_the_same_name_refuses(tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "s"
+    code = (
+        "import sys, time; from experiments.run_dir import RunDir\n"
+        "with RunDir(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        no_data(monkeypatch)
+        with pytest.raises(RunDirLocked) as err:
+            main_job.main(["--name", "s", "--output-dir", str(tmp_path / "runs"), *TINY])
+        message = str(err.value)
+        assert f"another study is running in {run}" in message
+        assert f"pid {holder.pid} on host {socket.gethostname()}" in message
+        assert not (run / "results.jsonl").exists() and not (run / "config.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 # ------------------------------------------------------------------------------ item 9
