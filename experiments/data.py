@@ -161,8 +161,55 @@ def synthworld(cfg: StudyConfig) -> StudyData:
     return StudyData(split, towers, source_pairs(towers, pairs, NUM_SOURCE_PAIRS), description)
 
 
+def source_fingerprint(data_dir: str, annotation_file: str) -> dict[str, str]:
+    """What prepared data is built from: the source directory and its annotation file.
+
+    Args:
+      data_dir: the ``--data-dir`` (split file and images).
+      annotation_file: the split file's name (``dataset_coco.json``, ...).
+
+    Returns:
+      ``{"data_dir": absolute resolved path, "annotation": file name, "annotation_sha256"}``.
+
+    Raises:
+      FileNotFoundError: the directory, or its annotation file, does not exist (naming it).
+    """
+    directory = pathlib.Path(data_dir).expanduser()
+    if not directory.is_dir():
+        raise FileNotFoundError(f"--data-dir {data_dir}: no such directory")
+    annotation = directory / annotation_file
+    if not annotation.is_file():
+        raise FileNotFoundError(
+            f"{annotation} not found: --data-dir must hold {annotation_file} (Karpathy's split "
+            "file) and the images"
+        )
+    digest = hashlib.sha256()
+    with open(annotation, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {
+        "data_dir": str(directory.resolve()),
+        "annotation": annotation_file,
+        "annotation_sha256": digest.hexdigest(),
+    }
+
+
+def prepared_dir(cfg: StudyConfig, source: dict[str, str]) -> pathlib.Path:
+    """The TFDS data directory of a source: ``<cache>/tfds/<dataset>-<digest>``, keyed by the
+    source directory and its annotation file's sha256, so that another --data-dir (or an
+    edited split file) never reuses data prepared from the first."""
+    key = json.dumps({"dataset": cfg.dataset, **source}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return pathlib.Path(cfg.cache_dir).absolute() / "tfds" / f"{cfg.dataset}-{digest}"
+
+
 def real(cfg: StudyConfig) -> StudyData:
-    """COCO / Flickr Karpathy test split with a CLIP checkpoint (local files only)."""
+    """COCO / Flickr Karpathy test split with a CLIP checkpoint (local files only).
+
+    The prepared split is cached under ``prepared_dir`` (keyed by the data directory and
+    its split file's content); the checkpoint's tokenizer is loaded before anything is
+    prepared.
+    """
     from rest_jax.data.builders import common
     from rest_jax.data.builders.coco_karpathy import CocoKarpathy
     from rest_jax.data.builders.flickr30k_karpathy import Flickr30kKarpathy
@@ -171,17 +218,18 @@ def real(cfg: StudyConfig) -> StudyData:
 
     if not cfg.data_dir or not cfg.checkpoint:
         raise ValueError(f"--dataset {cfg.dataset} needs --data-dir and --checkpoint")
-    clip_config, params, info = load_clip(cfg.checkpoint)
-    size = cfg.image_size or info.image_size
     builder_cls = {"coco": CocoKarpathy, "flickr": Flickr30kKarpathy}[cfg.dataset]
-    builder = builder_cls(
-        config=KarpathyConfig(name=f"{size}px", image_size=size),
-        data_dir=str(pathlib.Path(cfg.cache_dir).absolute() / "tfds"),
-    )
-    common.prepare(builder, manual_dir=cfg.data_dir)
+    source = source_fingerprint(cfg.data_dir, builder_cls.ANNOTATION_FILE)
+    clip_config, params, info = load_clip(cfg.checkpoint)
     tokenizer = load_tokenizer(
         cfg.checkpoint, context_length=clip_config.text.max_position_embeddings
     )
+    size = cfg.image_size or info.image_size
+    prepared = prepared_dir(cfg, source)
+    builder = builder_cls(
+        config=KarpathyConfig(name=f"{size}px", image_size=size), data_dir=str(prepared)
+    )
+    common.prepare(builder, manual_dir=cfg.data_dir)
     model = ClipModel(clip_config)
     towers = clip_towers(
         model,
@@ -205,6 +253,8 @@ def real(cfg: StudyConfig) -> StudyData:
         "images": len(split.images),
         "captions": len(split.captions),
         "checkpoint": cfg.checkpoint,
+        "data_source": source,
+        "prepared": str(prepared),
     }
     return StudyData(split, towers, source_pairs(towers, pairs, n), description)
 

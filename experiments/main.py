@@ -6,7 +6,9 @@
 
 Writes ``runs/<name>/``: ``config.json`` (resolved config, versions, device, seed),
 ``results.jsonl`` (one row per run), ``table.md`` and ``plots/``. An interrupted run resumes:
-rows already in ``results.jsonl`` are not run again.
+rows already in ``results.jsonl`` are not run again. One study at a time per run directory;
+rerunning a name with another configuration refuses unless ``--restart`` is given
+(experiments/run_dir.py).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import rest_jax
-from experiments import aggregate, oracle, plots, report
+from experiments import aggregate, oracle, plots, report, run_dir
 from experiments.config import StudyConfig, adapt_overrides, parse_args
 from experiments.data import load_study_data
+from experiments.validate import validate_study_config
 from rest_jax import study
 
 log = logging.getLogger("rest_jax.study")
@@ -44,27 +47,6 @@ def versions() -> dict[str, str]:
         "optax": optax.__version__,
         "numpy": np.__version__,
     }
-
-
-class Results:
-    """``results.jsonl``: appended row by row, read back to resume."""
-
-    def __init__(self, path: pathlib.Path):
-        self.path = path
-        self.rows: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[row["key"]] = row
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.rows
-
-    def add(self, row: dict) -> None:
-        self.rows[row["key"]] = row
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig:
@@ -279,8 +261,17 @@ class Runner:
 
 
 def main(argv=None) -> pathlib.Path:
+    argv, restart = run_dir.split_run_flags(argv)
     cfg = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    validate_study_config(cfg)
+    path = pathlib.Path(cfg.output_dir) / cfg.name
+    with run_dir.study_logging(), run_dir.RunDir(path, restart=restart) as directory:
+        directory.check_config({"study": vars(cfg)})  # again with the methods once resolved
+        return run_study(cfg, directory)
+
+
+def run_study(cfg: StudyConfig, directory: run_dir.RunDir) -> pathlib.Path:
+    """The study in a locked run directory (see :func:`main`)."""
     jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(cfg.cache_dir) / "xla"))
     out = pathlib.Path(cfg.output_dir) / cfg.name
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -305,8 +296,8 @@ def main(argv=None) -> pathlib.Path:
         "deterministic": "every figure, for this machine and these versions (CPU, fixed seeds "
         "and stream order); 'seconds' is a timing and varies",
     }
-    (out / "config.json").write_text(json.dumps(resolved, indent=2, default=str))
-    results = Results(out / "results.jsonl")
+    directory.write_config(resolved)
+    results = directory.results()
     runner = Runner(cfg, data)
     runs = plan_runs(cfg)
     todo = [r for r in runs if r["key"] not in results]

@@ -13,6 +13,13 @@ A checkpoint counts only once orbax has committed it (it writes to a temporary d
 and renames), and its row files are written (atomically, by rename) before it, so a run
 killed at any point resumes from a complete, consistent checkpoint.
 
+A committed checkpoint damaged afterwards (a truncated or missing file: a full disk, a bad
+copy) is set aside on resume: moved to ``damaged/<k>`` with a warning naming it, and the run
+resumes from the newest intact older checkpoint (orbax keeps ``max_to_keep`` of them), whose
+row files are still there. Later saves reuse step k. When no checkpoint is intact, the error
+names every damaged one. A checkpoint whose state layout differs from the adapter's (another
+configuration, not damage) is never set aside: that error is raised as is.
+
 The state goes through orbax's CheckpointManager (atomic commit, retention) with a small
 handler, :class:`LeavesHandler`, that writes the pytree's leaves as raw bytes to one ``.npz``.
 The adaptation state is small (LayerNorm params, optimiser moments, a bank) and lives on
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 from typing import Any
@@ -38,6 +46,11 @@ import orbax.checkpoint as ocp
 
 PyTree = Any
 LEAVES_FILE = "leaves.npz"
+log = logging.getLogger("rest_jax")
+
+
+class StateLayoutError(ValueError):
+    """A checkpoint's state has another layout than the adapter's (not damage)."""
 
 
 def _describe(tree: PyTree) -> list[dict]:
@@ -72,7 +85,7 @@ class LeavesHandler(ocp.CheckpointHandler):
         with np.load(pathlib.Path(directory) / LEAVES_FILE, allow_pickle=False) as data:
             layout = json.loads(data["layout"].tobytes().decode())
             if layout != _describe(like):
-                raise ValueError(
+                raise StateLayoutError(
                     f"the checkpoint's state layout does not match this adapter's: saved "
                     f"{len(layout)} leaves {layout[:4]}..., expected {len(like)} leaves "
                     f"{_describe(like)[:4]}..."
@@ -137,18 +150,87 @@ class StreamCheckpointer:
         )
         self._manager.wait_until_finished()
 
-    def restore(self, like: PyTree, batches_done: int | None = None) -> tuple[PyTree, dict]:
-        """The state (same structure, shapes and dtypes as ``like``) and the loop's JSON."""
-        step = self.latest() if batches_done is None else batches_done
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    def step_dir(self, batches_done: int) -> pathlib.Path:
+        """The directory of the checkpoint after ``batches_done`` batches."""
+        return self.directory / "checkpoints" / str(batches_done)
+
+    def _restore_step(self, step: int, like: PyTree) -> tuple[PyTree, dict]:
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
                 state=LeavesRestore(abstract_like(like)), loop=ocp.args.JsonRestore()
             ),
         )
+        if not isinstance(restored.loop, dict):
+            raise ValueError(f"the loop bookkeeping is not a JSON object: {restored.loop!r}")
         return restored.state, restored.loop
+
+    def restore(self, like: PyTree, batches_done: int | None = None) -> tuple[PyTree, dict]:
+        """The state (same structure, shapes and dtypes as ``like``) and the loop's JSON.
+
+        Args:
+          like: the restore template (the adapter's initial state).
+          batches_done: a given checkpoint; None = the newest intact one: damaged newer
+            checkpoints are set aside (``damaged/<k>``) with a warning naming them.
+
+        Raises:
+          FileNotFoundError: no checkpoint.
+          StateLayoutError: the checkpoint holds another state layout.
+          ValueError: the asked checkpoint, or every checkpoint, is damaged (naming them).
+        """
+        if batches_done is not None:
+            try:
+                return self._restore_step(batches_done, like)
+            except StateLayoutError:
+                raise
+            except Exception as err:
+                raise ValueError(
+                    f"checkpoint {self.step_dir(batches_done)} cannot be read: {err}"
+                ) from err
+        steps = sorted(self._manager.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        damaged: list[tuple[int, Exception]] = []
+        for step in steps:
+            try:
+                restored = self._restore_step(step, like)
+            except StateLayoutError:
+                raise
+            except Exception as err:  # whatever a truncated or missing file raises
+                damaged.append((step, err))
+                continue
+            for bad, err in damaged:
+                aside = self._set_aside(bad)
+                log.warning(
+                    "checkpoint %s is damaged (%s: %s); set aside as %s; resuming from the "
+                    "checkpoint after %d batches",
+                    self.step_dir(bad),
+                    type(err).__name__,
+                    err,
+                    aside,
+                    step,
+                )
+            return restored
+        details = "; ".join(
+            f"{self.step_dir(step)}: {type(err).__name__}: {err}" for step, err in damaged
+        )
+        raise ValueError(
+            f"no intact checkpoint in {self.directory}: every one is damaged ({details}). "
+            "Remove the directory to start the stream over"
+        ) from damaged[0][1]
+
+    def _set_aside(self, step: int) -> pathlib.Path:
+        """Moves a damaged checkpoint to ``damaged/<step>`` (``<step>.1``, ... if taken) so
+        that orbax no longer sees it and can save that step again."""
+        target_dir = self.directory / "damaged"
+        target_dir.mkdir(exist_ok=True)
+        target, n = target_dir / str(step), 0
+        while target.exists():
+            n += 1
+            target = target_dir / f"{step}.{n}"
+        os.replace(self.step_dir(step), target)
+        self._manager.reload()
+        return target
 
     def write_rows(self, first_batch: int, arrays: dict[str, np.ndarray]) -> str:
         """Writes one row file atomically; returns its name (relative to ``rows/``)."""
@@ -162,9 +244,16 @@ class StreamCheckpointer:
         return sorted((int(name[5:-4]), name) for name in names)
 
     def read_rows(self, name: str) -> dict[str, np.ndarray]:
-        """Reads one row file written by :meth:`write_rows`."""
-        with np.load(self.rows_dir / name, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        """Reads one row file written by :meth:`write_rows` (a damaged one is a ValueError
+        naming it)."""
+        path = self.rows_dir / name
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as err:  # np.load's errors for a truncated archive vary
+            raise ValueError(
+                f"{path}: cannot read the row file ({type(err).__name__}: {err})"
+            ) from err
 
     def close(self) -> None:
         self._manager.close()

@@ -13,6 +13,8 @@ n batches, the kept rows so far (rest_jax/checkpoint.py) and then the whole stat
 Calling :func:`run_stream` again with the same directory and the same (deterministic) stream
 resumes from the last checkpoint: it restores the state, reloads the rows, skips the batches
 already done and carries on. On CPU the result is bit-identical to an uninterrupted run.
+A damaged newest checkpoint is set aside with a warning and the run resumes from the newest
+intact one (rest_jax/checkpoint.py).
 """
 
 from __future__ import annotations

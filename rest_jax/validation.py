@@ -50,8 +50,30 @@ def check_gallery(gallery: Any, config: AdaptConfig | None = None) -> np.ndarray
     return gallery
 
 
+def _nonfinite_message(what: str, bad: np.ndarray) -> str:
+    more = " ..." if bad.size > 10 else ""
+    return f"{what} have non-finite values (NaN or inf) in rows {bad[:10].tolist()}{more}"
+
+
 def check_source(source: tuple[Any, Any], dim: int) -> tuple[Any, np.ndarray]:
-    """Checks clean source pairs ``(inputs, targets)`` for the decoupling reference."""
+    """Checks clean source pairs ``(inputs, targets)`` for the decoupling reference.
+
+    The pairs are read once, at creation: their values are checked wherever they live (a
+    non-finite source pair would make the reference gradient, and every update it steers,
+    NaN).
+
+    Args:
+      source: ``(inputs, targets)``: query inputs (any pytree with a leading row axis) and
+        their (N, d) target embeddings.
+      dim: the gallery's embedding dimension.
+
+    Returns:
+      ``(inputs, targets)``, targets as a numpy array.
+
+    Raises:
+      ValueError / TypeError: unpaired or empty pairs, a wrong target dimension or dtype,
+        non-finite inputs or targets (naming the rows).
+    """
     inputs, targets = source
     targets = _as_float_matrix(jax.device_get(targets), "source targets")
     n_inputs = jax.tree.leaves(inputs)[0].shape[0]
@@ -62,8 +84,12 @@ def check_source(source: tuple[Any, Any], dim: int) -> tuple[Any, np.ndarray]:
         )
     if targets.shape[1] != dim:
         raise ValueError(f"source targets have dimension {targets.shape[1]}, the gallery has {dim}")
-    if not np.all(np.isfinite(targets)):
-        raise ValueError("source targets have non-finite values")
+    bad = nonfinite_rows(jax.device_get(inputs))
+    if bad.size:
+        raise ValueError(_nonfinite_message("source inputs", bad))
+    bad = nonfinite_rows(targets)
+    if bad.size:
+        raise ValueError(_nonfinite_message("source targets", bad))
     return inputs, targets
 
 

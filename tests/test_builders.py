@@ -184,8 +184,37 @@ def test_karpathy_builder_needs_five_captions(tmp_path):
     (manual / "dataset_flickr30k.json").write_text(json.dumps({"images": entries}))
     config = KarpathyConfig(name="tiny_test", image_size=8, splits=("test",))
     builder = Flickr30kKarpathy(config=config, data_dir=str(tmp_path / "data"))
-    with pytest.raises(ValueError, match="3 captions"):
+    with pytest.raises(ValueError, match="3 captions") as err:
         prepare(builder, str(manual))
+    assert f"{manual / 'dataset_flickr30k.json'}: images[0] (1000.png)" in str(err.value)
+
+
+def test_karpathy_builder_names_damaged_files_and_entries(tmp_path):
+    manual = tmp_path / "manual"
+    entries = _write_fixture(manual, "dataset_coco.json", "images", True)
+    config = KarpathyConfig(name="tiny_test", image_size=8, splits=("test",))
+    annotation = manual / "dataset_coco.json"
+    intact = annotation.read_text()
+
+    def prepare_fails(name, error=ValueError):
+        builder = CocoKarpathy(config=config, data_dir=str(tmp_path / name))
+        with pytest.raises(error) as err:
+            prepare(builder, str(manual))
+        return str(err.value)
+
+    annotation.write_text(intact[: len(intact) // 2])  # truncated JSON
+    message = prepare_fails("truncated_json")
+    assert f"{annotation}: not valid JSON" in message
+    entries[2]["sentences"][1] = {"text": "no raw field"}
+    annotation.write_text(json.dumps({"images": entries}))
+    message = prepare_fails("no_raw")
+    assert f"{annotation}: images[2] (img_2.jpg): sentences[1] has no 'raw' caption" in message
+    entries[2]["sentences"][1] = {"raw": "back"}
+    annotation.write_text(json.dumps({"images": entries}))
+    image = manual / "images" / "val2014" / entries[2]["filename"]
+    image.write_bytes(image.read_bytes()[:300])  # truncated JPEG
+    message = prepare_fails("truncated_image")
+    assert f"{image}: cannot read the image" in message
 
 
 # ----------------------------------------------------------------------------------------------

@@ -602,6 +602,51 @@ def test_missing_files_and_names(tmp_path):
         resolve_checkpoint("clip-vit-b16", cache_dir=tmp_path / "empty_cache")
 
 
+@pytest.mark.parametrize("backend", ["auto", "transformers"])
+def test_checkpoint_without_tokenizer_files_is_an_error_naming_them(tiny, tmp_path, backend):
+    # config.json and model.safetensors only: transformers would build a 2-token tokenizer.
+    directory = write_checkpoint(
+        tmp_path / "ckpt", tiny.config, flax_to_hf(tiny.params, tiny.config)
+    )
+    load_clip(directory)  # the weights load
+    with pytest.raises(FileNotFoundError) as err:
+        load_tokenizer(directory, context_length=16, backend=backend)
+    message = str(err.value)
+    for part in (str(directory), "tokenizer.json", "vocab.json", "merges.txt", "save_pretrained"):
+        assert part in message, part
+
+
+def test_damaged_checkpoint_files_are_errors_naming_the_file(tiny, tmp_path):
+    state = flax_to_hf(tiny.params, tiny.config)
+    directory = write_checkpoint(tmp_path / "ckpt", tiny.config, state)
+    weights = directory / "model.safetensors"
+    intact = weights.read_bytes()
+    for size in (5, len(intact) // 2):  # a header cut short, data cut short
+        weights.write_bytes(intact[:size])
+        with pytest.raises(ValueError, match=rf"{weights}: cannot read the weights"):
+            load_clip(directory)
+    weights.write_bytes(intact)
+    config = directory / "config.json"
+    text = config.read_text()
+    config.write_text(text[: len(text) // 2])
+    with pytest.raises(ValueError, match=rf"{config}: not valid JSON"):
+        load_clip(directory)
+    config.write_text(json.dumps({"text_config": {"hidden_size": "wide"}}))
+    with pytest.raises(ValueError, match=rf"{config}: not a CLIP configuration"):
+        load_clip(directory)
+    config.write_text(text)
+    processor = directory / "preprocessor_config.json"
+    processor.write_text('{"image_mean": [0.5, 0.5')
+    with pytest.raises(ValueError, match=rf"{processor}: not valid JSON"):
+        load_clip(directory)
+    processor.unlink()
+    weights.unlink()
+    index = directory / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {')
+    with pytest.raises(ValueError, match=rf"{index}: not valid JSON"):
+        load_clip(directory)
+
+
 # ----------------------------------------------------------------------------- preprocessing
 
 

@@ -3,6 +3,8 @@ uninterrupted run, bit for bit (CPU): score rows, ids, metrics, counters and fin
 
 from __future__ import annotations
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -159,3 +161,74 @@ def test_save_and_restore_a_state(setup, tmp_path):
     for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
         assert x.dtype == y.dtype and np.array_equal(x, y)
     assert int(restored.batch_index) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated_state", "truncated_loop", "missing_state"])
+def test_damaged_newest_checkpoint_falls_back_to_the_older_one(setup, tmp_path, caplog, damage):
+    adapter, queries = setup
+    uninterrupted = run_stream(adapter, stream(queries))
+    run = lambda kill_at=None: run_stream(
+        adapter, stream(queries, kill_at), checkpoint_dir=tmp_path, checkpoint_every=3
+    )
+    with pytest.raises(Killed):
+        run(kill_at=7)  # checkpoints after 3 and 6 batches
+    newest = tmp_path / "checkpoints" / "6"
+    if damage == "truncated_state":
+        leaves = newest / "state" / "leaves.npz"
+        leaves.write_bytes(leaves.read_bytes()[:100])
+    elif damage == "truncated_loop":
+        loop = newest / "loop" / "metadata"
+        loop.write_text(loop.read_text()[:40])
+    else:
+        (newest / "state" / "leaves.npz").unlink()
+    with caplog.at_level(logging.WARNING, logger="rest_jax"):
+        resumed = run()
+    assert_same(resumed, uninterrupted)
+    assert f"checkpoint {newest} is damaged" in caplog.text
+    assert "resuming from the checkpoint after 3 batches" in caplog.text
+    set_aside = tmp_path / "damaged" / "6"
+    assert set_aside.is_dir() and str(set_aside) in caplog.text
+    # The later saves went through (one after 6 batches again, and the final one).
+    assert StreamCheckpointer(tmp_path).latest() == NUM_BATCHES
+
+
+def test_every_checkpoint_damaged_is_an_error_naming_them(setup, tmp_path):
+    adapter, queries = setup
+    with pytest.raises(Killed):
+        run_stream(adapter, stream(queries, 7), checkpoint_dir=tmp_path, checkpoint_every=3)
+    for step in (3, 6):
+        leaves = tmp_path / "checkpoints" / str(step) / "state" / "leaves.npz"
+        leaves.write_bytes(b"")
+    with pytest.raises(ValueError) as err:
+        run_stream(adapter, stream(queries), checkpoint_dir=tmp_path, checkpoint_every=3)
+    message = str(err.value)
+    for step in (3, 6):
+        assert str(tmp_path / "checkpoints" / str(step)) in message
+    assert "no intact checkpoint" in message
+
+
+def test_a_checkpoint_of_another_state_layout_is_not_taken_for_damage(setup, tmp_path):
+    adapter, queries = setup
+    with pytest.raises(Killed):
+        run_stream(adapter, stream(queries, 4), checkpoint_dir=tmp_path, checkpoint_every=3)
+    other = Adapter.create(
+        toy_apply,
+        adapter.params(adapter.constants.initial),
+        adapter.constants.gallery,
+        config=adapter.config.replace(bank_size=16),
+        rules=[(r"^(ln|head)/", True)],  # more adapted leaves: another state layout
+        source=(adapter.constants.source_inputs, adapter.constants.source_targets),
+    )
+    with pytest.raises(ValueError, match="state layout does not match"):
+        run_stream(other, stream(queries), checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert (tmp_path / "checkpoints" / "3").is_dir() and not (tmp_path / "damaged").exists()
+
+
+def test_a_damaged_row_file_is_an_error_naming_it(setup, tmp_path):
+    adapter, queries = setup
+    with pytest.raises(Killed):
+        run_stream(adapter, stream(queries, 7), checkpoint_dir=tmp_path, checkpoint_every=3)
+    rows = tmp_path / "rows" / "rows_0000000000.npz"
+    rows.write_bytes(rows.read_bytes()[:50])
+    with pytest.raises(ValueError, match=rf"{rows}: cannot read the row file"):
+        run_stream(adapter, stream(queries), checkpoint_dir=tmp_path, checkpoint_every=3)

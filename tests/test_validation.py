@@ -152,6 +152,25 @@ def test_nonfinite_gallery(problem):
         Adapter.create(toy_apply, params, gallery, config=preset("tcr"), rules=LN_ONLY)
 
 
+@pytest.mark.parametrize("where", ["inputs", "targets"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nonfinite_source_pairs_raise_naming_the_rows(problem, where, value):
+    params, gallery, queries = problem
+    inputs, targets = queries[:6].copy(), gallery[:6].copy()
+    (inputs if where == "inputs" else targets)[3, 0] = value
+    with pytest.raises(
+        ValueError, match=rf"source {where} have non-finite values \(NaN or inf\) in rows \[3\]"
+    ):
+        Adapter.create(
+            toy_apply,
+            params,
+            gallery,
+            config=preset("rest", num_candidates=2),
+            rules=LN_ONLY,
+            source=(inputs, targets),
+        )
+
+
 def test_empty_gallery(problem):
     params, _, _ = problem
     with pytest.raises(ValueError, match=r"the gallery is empty \(0 items\)"):

@@ -10,7 +10,6 @@ downloading happens only when asked (``allow_download=True``). Spec: BENCHMARKS.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rest_jax.files import read_json
 from rest_jax.models.clip import ClipConfig, ClipModel
 from rest_jax.models.preprocess import PreprocessInfo, load_preprocess_info
 
@@ -207,12 +207,22 @@ def flax_to_hf(params: PyTree, config: ClipConfig) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- reading files
 
 
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
+def _damaged(path: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"{path}: cannot read the weights ({err}); the file may be truncated or damaged "
+        "(an interrupted download or copy): fetch it again"
+    )
 
-    # The "flax" framework reads bfloat16, which numpy cannot.
-    with safe_open(str(path), framework="flax") as f:
-        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        # The "flax" framework reads bfloat16, which numpy cannot.
+        with safe_open(str(path), framework="flax") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise _damaged(path, err) from err
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
@@ -223,7 +233,10 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
             f"{path} is a PyTorch pickle: reading it needs torch "
             "(pip install 'rest_jax[convert]'), or convert the checkpoint to model.safetensors"
         ) from err
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError) as err:  # torch's errors for a damaged archive
+        raise _damaged(path, err) from err
     return {
         name: (t.float() if t.dtype == torch.bfloat16 else t).detach().numpy()
         for name, t in state.items()
@@ -235,6 +248,10 @@ def read_state_dict(directory: str | Path) -> dict[str, Any]:
 
     Looks for, in order: ``model.safetensors``, ``model.safetensors.index.json`` (shards),
     ``pytorch_model.bin`` (needs torch).
+
+    Raises:
+      FileNotFoundError: no weights file.
+      ValueError: a weights file (or the shard index) that cannot be read, naming it.
     """
     directory = Path(directory)
     single = directory / "model.safetensors"
@@ -242,7 +259,11 @@ def read_state_dict(directory: str | Path) -> dict[str, Any]:
         return _read_safetensors(single)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        raw = read_json(index)
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: expected a JSON object with a 'weight_map' object")
+        shards = sorted(set(weight_map.values()))
         state: dict[str, Any] = {}
         for shard in shards:
             state.update(_read_safetensors(directory / shard))
@@ -257,11 +278,20 @@ def read_state_dict(directory: str | Path) -> dict[str, Any]:
 
 
 def read_config(directory: str | Path) -> ClipConfig:
-    """:class:`ClipConfig` from ``directory/config.json``."""
+    """:class:`ClipConfig` from ``directory/config.json``.
+
+    Raises:
+      FileNotFoundError: no config.json.
+      ValueError: config.json is not valid JSON or not a CLIP configuration (naming the file).
+    """
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a Hugging Face checkpoint directory")
-    return ClipConfig.from_hf_dict(json.loads(path.read_text()))
+    raw = read_json(path)
+    try:
+        return ClipConfig.from_hf_dict(raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a CLIP configuration ({err})") from err
 
 
 # ----------------------------------------------------------------------------- names and loading

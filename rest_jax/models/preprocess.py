@@ -10,7 +10,6 @@ checkpoint directory when it has them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rest_jax.files import read_json
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -82,7 +83,9 @@ def load_preprocess_info(directory: str | Path, image_size: int) -> PreprocessIn
     path = Path(directory) / "preprocessor_config.json"
     if not path.is_file():
         return PreprocessInfo(image_size=image_size)
-    raw = json.loads(path.read_text())
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     resample = raw.get("resample", 3)
     if isinstance(resample, int):
         if resample not in _PIL_RESAMPLE_NAMES:
@@ -235,12 +238,34 @@ def _special_token(directory: Path, name: str, default: str) -> str:
     for filename in ("special_tokens_map.json", "tokenizer_config.json"):
         path = directory / filename
         if path.is_file():
-            token = json.loads(path.read_text()).get(name)
+            raw = read_json(path)
+            token = raw.get(name) if isinstance(raw, dict) else None
             if isinstance(token, dict):
                 token = token.get("content")
             if isinstance(token, str):
                 return token
     return default
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+
+
+def _check_tokenizer_files(directory: Path) -> None:
+    """Raises unless ``directory`` has ``tokenizer.json`` or both ``vocab.json`` and
+    ``merges.txt`` (what ``CLIPTokenizer.from_pretrained`` needs to build a real vocabulary)."""
+    present = {name for name in TOKENIZER_FILES if (directory / name).is_file()}
+    if "tokenizer.json" in present or {"vocab.json", "merges.txt"} <= present:
+        return
+    missing = [name for name in TOKENIZER_FILES if name not in present]
+    raise FileNotFoundError(
+        f"no tokenizer in the checkpoint directory {directory}: it needs tokenizer.json, or "
+        f"vocab.json and merges.txt (missing: {', '.join(missing)}). Checkpoints saved with "
+        "their weights only (config.json, model.safetensors) lack them. Add the tokenizer of "
+        "the model the weights came from, e.g. with transformers: "
+        "CLIPTokenizer.from_pretrained('openai/clip-vit-base-patch16').save_pretrained(DIR), "
+        "or copy those files from its Hugging Face repository (resolve_checkpoint(name, "
+        "allow_download=True) fetches them with the weights)"
+    )
 
 
 def load_tokenizer(
@@ -257,6 +282,12 @@ def load_tokenizer(
 
     Returns:
       A :class:`ClipTokenizer`.
+
+    Raises:
+      FileNotFoundError: the directory has neither ``tokenizer.json`` nor ``vocab.json`` and
+        ``merges.txt`` (a checkpoint saved with its weights only; transformers would quietly
+        build a tokenizer of 2 tokens); the message says how to add them.
+      ValueError: a tokenizer file that cannot be read, naming it.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -271,7 +302,13 @@ def load_tokenizer(
             if backend == "tokenizers":
                 raise
         else:
-            tok = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+            try:
+                tok = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+            except Exception as err:  # tokenizers raises a bare Exception for a bad file
+                raise ValueError(
+                    f"{tokenizer_json}: cannot read the tokenizer ({err}); the file may be "
+                    "truncated or damaged"
+                ) from err
             pad_token = _special_token(directory, "pad_token", "<|endoftext|>")
             pad_id = tok.token_to_id(pad_token)
             if pad_id is None:
@@ -281,6 +318,7 @@ def load_tokenizer(
             return ClipTokenizer(tok, "tokenizers", context_length)
     if backend == "tokenizers":
         raise FileNotFoundError(f"{tokenizer_json} not found")
+    _check_tokenizer_files(directory)
     try:
         from transformers import CLIPTokenizer
     except ImportError as err:

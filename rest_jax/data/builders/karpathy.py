@@ -19,7 +19,6 @@ Which of them a config builds is its ``splits`` field (validation and test by de
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Any
@@ -29,6 +28,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from rest_jax.data.builders.common import SourceFileCodePath
+from rest_jax.files import read_json
 
 CAPTION_PUNCTUATION = '.!"()*#:;~'
 _PUNCTUATION_RE = re.compile("[" + re.escape(CAPTION_PUNCTUATION) + "]")
@@ -45,23 +45,66 @@ def preprocess_caption(raw: str, max_words: int = 30) -> str:
 
 
 def load_image(path: str, size: int) -> np.ndarray:
-    """RGB uint8 [size, size, 3]: the file resized with bicubic interpolation, no crop."""
-    with Image.open(path) as image:
-        return np.asarray(
-            image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.uint8
-        )
+    """RGB uint8 [size, size, 3]: the file resized with bicubic interpolation, no crop.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: a file Pillow cannot decode (truncated, damaged, not an image), naming it.
+    """
+    try:
+        with Image.open(path) as image:
+            return np.asarray(
+                image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), np.uint8
+            )
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # Pillow: OSError for truncated data / unidentified files, SyntaxError for broken PNGs.
+        raise ValueError(
+            f"{path}: cannot read the image ({err}); the file may be truncated or damaged"
+        ) from err
+
+
+def _entry_label(path: str, index: int, entry: Any) -> str:
+    name = entry.get("filename") if isinstance(entry, dict) else None
+    return f"{path}: images[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+
+
+def _check_entry(path: str, index: int, entry: Any) -> None:
+    """Raises a ValueError naming the file and the entry when a field the builder reads is
+    missing or of the wrong type."""
+    label = _entry_label(path, index, entry)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{label}: expected an object, got {type(entry).__name__}")
+    missing = {"filename", "split", "sentences"} - set(entry)
+    if missing:
+        raise ValueError(f"{label} lacks {sorted(missing)}")
+    for field in ("filename", "split"):
+        if not isinstance(entry[field], str):
+            raise ValueError(f"{label}: '{field}' must be a string, got {entry[field]!r}")
+    if entry.get("filepath") is not None and not isinstance(entry["filepath"], str):
+        raise ValueError(f"{label}: 'filepath' must be a string, got {entry['filepath']!r}")
+    if not isinstance(entry["sentences"], list):
+        raise ValueError(f"{label}: 'sentences' must be a list")
+    for j, sentence in enumerate(entry["sentences"]):
+        raw = sentence.get("raw") if isinstance(sentence, dict) else None
+        if not isinstance(raw, str):
+            raise ValueError(f"{label}: sentences[{j}] has no 'raw' caption (a string)")
 
 
 def read_karpathy_json(path: str) -> list[dict[str, Any]]:
-    """The ``images`` list of a Karpathy split file (checked for the fields the builder uses)."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    """The ``images`` list of a Karpathy split file (checked for the fields the builder uses).
+
+    Raises:
+      ValueError: the file is not valid JSON (truncated), or an entry lacks a field or has one
+        of the wrong type; the message names the file and the entry (``images[i]`` and its
+        file name).
+    """
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: expected a JSON object with an 'images' list")
     for i, entry in enumerate(data["images"]):
-        missing = {"filename", "split", "sentences"} - set(entry)
-        if missing:
-            raise ValueError(f"{path}: images[{i}] lacks {sorted(missing)}")
+        _check_entry(path, i, entry)
     return data["images"]
 
 
@@ -143,10 +186,21 @@ class KarpathyBuilder(SourceFileCodePath, tfds.core.GeneratorBasedBuilder, skip_
             raise ValueError(
                 f"unknown splits {sorted(unknown)}; choose from {list(KARPATHY_SPLITS)}"
             )
+        need = self.builder_config.captions_per_image
+        chosen = {}
+        for split in self.builder_config.splits:
+            chosen[split] = []
+            for i, entry in enumerate(entries):
+                if entry["split"] not in KARPATHY_SPLITS[split]:
+                    continue
+                if len(entry["sentences"]) < need:
+                    raise ValueError(
+                        f"{_entry_label(annotation, i, entry)} has {len(entry['sentences'])} "
+                        f"captions, need {need}"
+                    )
+                chosen[split].append(entry)
         return {
-            split: self._generate_examples(
-                [e for e in entries if e["split"] in KARPATHY_SPLITS[split]], str(manual_dir)
-            )
+            split: self._generate_examples(chosen[split], str(manual_dir))
             for split in self.builder_config.splits
         }
 
@@ -166,15 +220,9 @@ class KarpathyBuilder(SourceFileCodePath, tfds.core.GeneratorBasedBuilder, skip_
     def _generate_examples(self, entries: list[dict[str, Any]], manual_dir: str):
         config = self.builder_config
         for index, entry in enumerate(entries):
-            sentences = entry["sentences"]
-            if len(sentences) < config.captions_per_image:
-                raise ValueError(
-                    f"{entry['filename']} has {len(sentences)} captions, "
-                    f"need {config.captions_per_image}"
-                )
             captions = [
                 preprocess_caption(s["raw"], config.max_words)
-                for s in sentences[: config.captions_per_image]
+                for s in entry["sentences"][: config.captions_per_image]
             ]
             yield (
                 index,
