@@ -17,7 +17,9 @@ def _trace(out: pathlib.Path, key: str):
 
 
 def r1_by_corruption(rows, out, direction):
-    qs = [r for r in rows if r["direction"] == direction and r["group"] in ("qs", "clean")]
+    qs = [
+        r for r in rows if r["direction"] == direction and r["group"] in ("qs", "clean", "oracle")
+    ]
     if not qs:
         return
     shifts = list(dict.fromkeys(r["shifts"][0] for r in qs))
