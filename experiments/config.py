@@ -16,11 +16,10 @@ import dataclasses
 import textwrap
 import typing
 
-from rest_jax.config import HYPERPARAMETER_SETS, PRESETS, preset
+from rest_jax.config import HYPERPARAMETER_SETS
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS
 from rest_jax.data.streams import ORDERS
 from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS
-from rest_jax.study import parse_domain
 
 ALL_METHODS = "source,tent,eata,sar,read,shot,deyo,tcr,rest"
 CHAR_LEVEL = ("keyboard", "ocr", "char_insert", "char_substitute", "char_swap", "char_delete")
@@ -187,10 +186,7 @@ CHOICES = {
     "order": ORDERS,
     "hyperparameters": ("auto", *HYPERPARAMETER_SETS),
 }
-DIRECTIONS = ("i2t", "t2i")
 DIVERSE_KINDS = ("mixed", "continual")
-POSITIVE = ("batch_size", "diverse_total")
-NON_NEGATIVE = ("image_size", "max_queries", "t2i_captions_per_image")
 
 
 def _split(text: str) -> list[str]:
@@ -229,18 +225,22 @@ def adapt_overrides(config: StudyConfig, method: str) -> dict[str, typing.Any]:
 
 
 def check_config(config: StudyConfig) -> None:
-    """Checks the values a study would only trip over later (after loading data or training).
+    """Checks the values a study would only trip over later (after loading data).
+
+    The flags' own checks (choices, counts, methods, shifts, ``--adapt``) are those of
+    :func:`experiments.validate.study_config_problems`; the fields of the stream orders and
+    the source model are checked here.
 
     Raises:
-      ValueError: naming the flag and what it accepts.
+      ValueError: naming each bad flag and what it accepts.
     """
-    for name, allowed in CHOICES.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(
-                f"--{_flag(name)} must be one of {allowed}, got {getattr(config, name)!r}"
-            )
-    if config.dataset != "synthworld" and not (config.data_dir and config.checkpoint):
-        raise ValueError(f"--dataset {config.dataset} needs --data-dir and --checkpoint")
+    from experiments.validate import validate_study_config  # validate imports this module
+
+    if config.hyperparameters not in CHOICES["hyperparameters"]:
+        raise ValueError(
+            f"--hyperparameters must be one of {CHOICES['hyperparameters']}, "
+            f"got {config.hyperparameters!r}"
+        )
     try:
         seeds = config.stream_seed_list()
     except ValueError as error:
@@ -249,41 +249,11 @@ def check_config(config: StudyConfig) -> None:
         raise ValueError(f"--stream-seeds needs distinct integers, got {config.stream_seeds!r}")
     if config.retrain_source and config.source_model:
         raise ValueError("--retrain-source and --source-model exclude each other")
-    for name in POSITIVE + NON_NEGATIVE:
-        low = 1 if name in POSITIVE else 0
-        if getattr(config, name) < low:
-            raise ValueError(f"--{_flag(name)} must be >= {low}, got {getattr(config, name)}")
-    for name in ("directions", "diverse_directions"):
-        _check_items(name, _split(getattr(config, name)), DIRECTIONS)
-    _check_items("diverse", _split(config.diverse), DIVERSE_KINDS)
-    _check_items("severity_sweep", _split(config.severity_sweep), tuple(IMAGE_CORRUPTIONS))
-    methods = set()
-    for name in ("methods", "severity_methods", "diverse_methods"):
-        names = _split(getattr(config, name))
-        _check_items(name, [m.split("-")[0] for m in names], tuple(PRESETS))
-        methods.update(names)
-    for direction in config.direction_list():
-        flag = "image_shifts" if direction == "i2t" else "text_shifts"
-        for spec in config.shift_list(direction):
-            try:
-                parse_domain(spec, direction)
-            except ValueError as error:
-                raise ValueError(f"--{_flag(flag)}: {error}") from error
-    for method in sorted(methods):
-        try:
-            preset(method.split("-")[0]).replace(**adapt_overrides(config, method))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"--adapt for {method}: {error}") from error
+    validate_study_config(config)
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _check_items(name: str, items: list[str], allowed: tuple[str, ...]) -> None:
-    unknown = [item for item in items if item not in allowed]
-    if unknown:
-        raise ValueError(f"--{_flag(name)}: unknown {unknown}; expected some of {allowed}")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

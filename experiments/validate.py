@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import pathlib
 
-from experiments.config import StudyConfig, adapt_overrides
+from experiments.config import DATASETS, DIVERSE_KINDS, SPLITS, StudyConfig, adapt_overrides
 from rest_jax.config import PRESETS, AdaptConfig
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, SEVERITIES
 from rest_jax.data.streams import ORDERS
 from rest_jax.data.text_corruptions import CHAR_CORRUPTIONS, CHAR_LEVELS, TEXT_CORRUPTIONS
 from rest_jax.study import DIRECTIONS
-
-DATASETS = ("synthworld", "coco", "flickr")
-SPLITS = ("test", "validation")
-DIVERSE_KINDS = ("mixed", "continual")
 
 
 def _split(text: str) -> list[str]:
