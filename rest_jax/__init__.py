@@ -1,13 +1,15 @@
 """rest_jax: online test-time adaptation for cross-modal retrieval under query shift (REST, TCR).
 
 ``__all__`` is the public API, every name the README uses among it (tests/test_readme.py).
-Submodules in it: ``bank``, ``losses``, ``methods``, ``refinement``, ``selection`` and
-``retrieval`` (chunked and sharded top-K for large galleries: ``topk``, ``sharded_topk``,
-``shard_gallery``, ``gallery_mesh``). ``rest_jax.models`` (Flax CLIP, Hugging Face loading) and
-``rest_jax.data`` are imported on their own.
+Submodules in it: ``bank``, ``config`` (``AdaptConfig``, the presets and the SynthWorld-tuned
+values), ``losses``, ``methods``, ``pretrained`` (the world's shipped source model),
+``refinement``, ``selection`` and ``retrieval`` (chunked and sharded top-K for large
+galleries: ``topk``, ``sharded_topk``, ``shard_gallery``, ``gallery_mesh``).
+``rest_jax.models`` (Flax CLIP, Hugging Face loading) and ``rest_jax.data`` are imported on
+their own.
 """
 
-from rest_jax import bank, losses, methods, refinement, retrieval, selection
+from rest_jax import bank, config, losses, methods, pretrained, refinement, retrieval, selection
 from rest_jax.adapter import Adapter, pad_batch
 from rest_jax.config import AdaptConfig, preset
 from rest_jax.decoupling import (
@@ -36,6 +38,7 @@ __all__ = [
     "bank",
     "batches_from_array",
     "combine",
+    "config",
     "contrastive_reference",
     "gallery_mesh",
     "gradient_decoupling",
@@ -46,6 +49,7 @@ __all__ = [
     "pad_batch",
     "partition",
     "preset",
+    "pretrained",
     "refinement",
     "retrieval",
     "retrieval_metrics",

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -17,13 +18,27 @@ from experiments import main as main_job
 from experiments.config import StudyConfig
 from experiments.run_dir import ConfigChanged, RunDirLocked
 
+SOURCE = pathlib.Path(tempfile.mkdtemp(prefix="tiny_world_source_"))
 TINY = [
-    "--source-steps", "2", "--source-width", "16", "--source-layers", "1",
-    "--world-train-images", "64", "--max-queries", "16", "--image-size", "16",
+    "--source-model", str(SOURCE), "--max-queries", "16", "--stream-seeds", "0", "--no-oracle",
     "--directions", "i2t", "--methods", "source,tent", "--image-shifts", "gaussian_noise@5",
     "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "8",
 ]  # fmt: skip
-KEYS = ["clean|i2t|source|clean", "qs|i2t|source|gaussian_noise@5", "qs|i2t|tent|gaussian_noise@5"]
+KEYS = [
+    "clean|i2t|source|clean|seed=0",
+    "qs|i2t|source|gaussian_noise@5|seed=0",
+    "qs|i2t|tent|gaussian_noise@5|seed=0",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_source():
+    """The random tiny source model that TINY's ``--source-model`` names."""
+    from toy import write_tiny_world_source
+
+    write_tiny_world_source(SOURCE, n_eval=16)
+    yield SOURCE
+    shutil.rmtree(SOURCE, ignore_errors=True)
 
 
 def read_rows(out: pathlib.Path) -> list[dict]:
@@ -83,7 +98,7 @@ def test_rerun_with_another_configuration_refuses_naming_the_fields(
     assert str(run) in message and "--restart" in message
     assert "study.seed (0 in config.json, now 1)" in message
     assert "study.batch_size (8 in config.json, now 4)" in message
-    with pytest.raises(ConfigChanged, match=r"methods\.tent\.learning_rate \(0\.0003"):
+    with pytest.raises(ConfigChanged, match=r"methods\.tent\.learning_rate \(0\.003 "):
         main_job.main([*args, "--adapt", "tent.learning_rate=0.01"])
     assert (run / "config.json").read_text() == config_before  # nothing rewritten
     assert (run / "results.jsonl").read_text() == rows_before
@@ -105,7 +120,7 @@ def test_a_rerun_may_add_rows_to_a_finished_study(finished, tmp_path, cache):
     out = main_job.main([*args, "--cache-dir", str(cache), "--methods", "source,tent,tcr"])
     new_rows = read_rows(out)
     assert new_rows[: len(rows)] == rows
-    assert [r["key"] for r in new_rows[len(rows) :]] == ["qs|i2t|tcr|gaussian_noise@5"]
+    assert [r["key"] for r in new_rows[len(rows) :]] == ["qs|i2t|tcr|gaussian_noise@5|seed=0"]
 
 
 # ------------------------------------------------------------------------------ items 4, 5
@@ -125,7 +140,7 @@ def test_a_truncated_last_row_is_recomputed_and_the_study_logs_show(
     assert without_timing(read_rows(out)) == without_timing(rows)
     # Item 4: the study's INFO logs are shown (importing rest_jax left a root handler).
     assert "3 runs planned, 2 already done" in err
-    assert "adapted parameters:" in err and "adapted: 8 tensors, 128 scalars" in err
+    assert "adapted parameters:" in err and "adapted: 8 tensors, 256 scalars" in err
 
 
 def test_a_damaged_row_before_the_last_is_an_error_naming_file_and_line(finished, tmp_path, cache):
@@ -212,12 +227,12 @@ def test_a_second_study_with_the_same_name_refuses(tmp_path, monkeypatch):
         (["--batch-size", "0"], ["--batch-size: must be >= 1, got 0"]),
     ],
 )
-def test_bad_flags_fail_before_any_data_is_prepared(tmp_path, monkeypatch, flags, lines):
+def test_bad_flags_fail_before_any_data_is_prepared(tmp_path, monkeypatch, capsys, flags, lines):
     no_data(monkeypatch)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(SystemExit):  # a usage error of the parser (exit status 2)
         main_job.main(["--output-dir", str(tmp_path / "runs"), *TINY, *flags])
-    message = str(err.value)
-    assert message.startswith(f"invalid study flags ({len(lines)}):")
+    message = capsys.readouterr().err
+    assert f"error: invalid study flags ({len(lines)}):" in message
     for line in lines:
         assert f"\n  {line}" in message, line
     assert not (tmp_path / "runs").exists()
