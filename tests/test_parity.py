@@ -1,4 +1,4 @@
-"""The numbers of ../shared/parity/tcr_cases.json (TCR's official semantics), in float64."""
+"""The numbers of tests/data/tcr_cases.json (TCR's official semantics), in float64."""
 
 from __future__ import annotations
 
