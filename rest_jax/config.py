@@ -1,4 +1,4 @@
-"""The one configuration of an adaptation run, and its named presets (METHOD.md section 5).
+"""The one configuration of an adaptation run, and its named presets (docs/method.md section 5).
 
 A run is described by a frozen :class:`AdaptConfig`; presets are named starting points and
 every field can be overridden (``preset("rest", num_candidates=4)`` or
@@ -15,7 +15,7 @@ DECOUPLING_MODES = ("conflict", "orthogonal", "none")
 
 @dataclasses.dataclass(frozen=True)
 class AdaptConfig:
-    """Hyperparameters of online adaptation. Field groups follow the spec's sections."""
+    """Hyperparameters of online adaptation. Field groups follow docs/method.md's sections."""
 
     method: str = "tcr"
     """Registered method name (``rest_jax.methods.available()``)."""
@@ -24,7 +24,7 @@ class AdaptConfig:
     episodic: bool = False
     """Restore the initial adapted params and optimiser state before every batch."""
 
-    # Optimiser: AdamW, constant learning rate (spec "Setting").
+    # Optimiser: AdamW, constant learning rate (docs/method.md section 0).
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
     b1: float = 0.9
@@ -166,7 +166,7 @@ class AdaptConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-# REST's defaults are a reconstruction (spec section 5): chosen on the synthetic world's
+# REST's defaults are a reconstruction (docs/method.md section 5.2): chosen on the synthetic world's
 # validation split, never on its test split; see docs/rest_defaults.md.
 REST_DEFAULTS: dict[str, Any] = dict(
     num_candidates=4,

@@ -14,7 +14,7 @@ LN_ONLY = [(r"^ln/", True)]
 
 
 def spec_tcr_stream(params, gallery, batches, cfg):
-    """TCR semantics written from METHOD.md sections 1-3 (float64, no library code)."""
+    """TCR semantics written from docs/method.md sections 1-3 (float64, no library code)."""
     g = gallery / jnp.linalg.norm(gallery, axis=1, keepdims=True)
     theta = dict(params["ln"])
     mom = jax.tree.map(jnp.zeros_like, theta)

@@ -1,4 +1,4 @@
-"""Pieces shared by the baseline methods (METHOD.md section 6).
+"""Pieces shared by the baseline methods (docs/method.md section 6).
 
 - Whole-gallery logits ``Z = Q G^T / tau_b`` (B, N): the baselines' losses are softmaxes over
   the whole gallery, so they always form this matrix.

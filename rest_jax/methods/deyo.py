@@ -1,6 +1,6 @@
 """DeYO: entropy filter, pseudo-label probability difference (PLPD) filter, combined weights.
 
-METHOD.md section 6, as the TCR code runs it. Per optimisation step, p_i = softmax(Z_i):
+docs/method.md section 6, as the TCR code runs it. Per optimisation step, p_i = softmax(Z_i):
 
   F1 = {i valid : H_i < h_(k+1)}, k = int(fraction * n_valid), h_(k+1) the (k+1)-th lowest
        valid entropy (strict: k queries when entropies are distinct; all when k = n_valid)
@@ -14,6 +14,12 @@ METHOD.md section 6, as the TCR code runs it. Per optimisation step, p_i = softm
 
 Images are NHWC; when H or W is not a multiple of the grid, the image is resized (bilinear) to
 the nearest smaller multiple, shuffled, and resized back, as the reference does.
+
+References:
+  Lee et al., "Entropy is not enough for test-time adaptation: from the perspective of
+  disentangled factors", ICLR 2024.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations

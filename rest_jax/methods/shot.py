@@ -1,6 +1,6 @@
 """SHOT (information maximisation plus confident pseudo-labels), as the TCR code runs it.
 
-METHOD.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1):
+docs/method.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1):
 
     p_i = softmax(Z_i),  p_bar = mean_i p_i
     L_ent = mean_i H(p_i)
@@ -10,6 +10,12 @@ METHOD.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1
     L = L_ent + L_div + ce_weight * L_ce
 
 Means run over the valid rows only.
+
+References:
+  Liang, Hu and Feng, "Do we really need to access the source data? Source hypothesis
+  transfer for unsupervised domain adaptation", ICML 2020.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations
