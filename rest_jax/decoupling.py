@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rest_jax.config import DECOUPLING_MODES as MODES
 from rest_jax.losses import symmetric_contrastive_loss
 from rest_jax.selection import combine
 
 PyTree = Any
-MODES = ("conflict", "orthogonal", "none")
 
 
 class GradientDecouplingState(NamedTuple):

@@ -34,8 +34,6 @@ from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -167,10 +165,6 @@ class DeyoMethod:
     name: str = "deyo"
 
     def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        check_fraction(config, "deyo_fraction")
-        check_nonnegative(config, "deyo_entropy_weight", "deyo_plpd_weight")
-        if config.deyo_patch_grid < 1:
-            raise ValueError(f"deyo_patch_grid must be >= 1, got {config.deyo_patch_grid}")
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

@@ -29,8 +29,6 @@ from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean, masked_row_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -124,8 +122,6 @@ class EataMethod:
         self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
     ) -> EataState:
         """The state is a running mean prediction over the gallery: it needs the gallery size."""
-        check_fraction(config, "eata_fraction", "eata_mean_decay")
-        check_nonnegative(config, "eata_cosine_margin")
         if num_gallery is None:
             raise ValueError("EATA's state needs the gallery size: init(..., num_gallery=N)")
         return init_eata_state(num_gallery, dtype)

@@ -40,8 +40,6 @@ from rest_jax.masked import entropy, masked_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
     EntropyFilter,
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -132,8 +130,6 @@ class SarMethod:
     def init(
         self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
     ) -> SarState:
-        check_fraction(config, "sar_fraction", "sar_ema_decay")
-        check_nonnegative(config, "sar_rho")
         return init_sar_state(dtype)
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean, masked_row_mean
 from rest_jax.methods.base import InnerResult, gradient_update
-from rest_jax.methods.baseline_common import check_fraction, check_nonnegative, count, forward
+from rest_jax.methods.baseline_common import count, forward
 
 
 class ShotTerms(NamedTuple):
@@ -78,8 +78,6 @@ class ShotMethod:
     name: str = "shot"
 
     def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        check_fraction(config, "shot_confidence")
-        check_nonnegative(config, "shot_ce_weight", "shot_diversity_eps")
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
