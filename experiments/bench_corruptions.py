@@ -1,4 +1,4 @@
-"""Times the 16 image corruptions on a batch of synthetic scenes (spec: BENCHMARKS.md).
+"""Times the 16 image corruptions on a batch of synthetic scenes (docs/method.md section 8.1).
 
 Usage:
   python experiments/bench_corruptions.py                    # 1000 images, 32 px, severity 5

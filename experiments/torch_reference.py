@@ -1,4 +1,4 @@
-"""An eager PyTorch step with TCR semantics, written from the spec (METHOD.md sections 1-3).
+"""An eager PyTorch step with TCR semantics, written from docs/method.md (sections 0-3).
 
 It is the baseline that ``experiments/bench_gpu.py`` times against rest_jax's jitted step:
 the same work per batch as rest_jax's ``tcr`` preset, done the way a PyTorch user would do it
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# TCR's adapted sets (METHOD.md "Setting and notation"), as Hugging Face parameter names.
+# TCR's adapted sets (docs/method.md section 0), as Hugging Face parameter names.
 IMAGE_LAYERNORMS = re.compile(
     r"^vision_model\.(pre_layrnorm|post_layernorm|encoder\.layers\.\d+\.layer_norm[12])"
     r"\.(weight|bias)$"
@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 @dataclasses.dataclass(frozen=True)
 class TcrHyper:
-    """TCR's constants (spec sections 1-3 and "Setting"); field names follow AdaptConfig."""
+    """TCR's constants (docs/method.md sections 0-3); field names follow AdaptConfig."""
 
     steps: int = 3
     tau: float = 0.02
@@ -116,7 +116,7 @@ def adapt_layernorms(model: QueryTower) -> list[torch.Tensor]:
 
 
 def make_optimizer(params: list[torch.Tensor], hyper: TcrHyper = TcrHyper()) -> torch.optim.AdamW:
-    """AdamW(lr, betas (0.9, 0.999), eps 1e-8, decoupled weight decay) as in the spec."""
+    """AdamW(lr, betas (0.9, 0.999), eps 1e-8, decoupled weight decay), docs/method.md section 0."""
     return torch.optim.AdamW(
         params,
         lr=hyper.learning_rate,
@@ -127,7 +127,7 @@ def make_optimizer(params: list[torch.Tensor], hyper: TcrHyper = TcrHyper()) -> 
 
 
 class AnchorBank:
-    """TCR's source-like bank (spec section 2): growing tensors, at most ``size`` entries."""
+    """TCR's source-like bank (docs/method.md sec. 2): growing tensors, at most ``size`` entries."""
 
     def __init__(self, size: int, dim: int, *, device="cpu", dtype=torch.float32):
         if size < 1:
@@ -168,12 +168,12 @@ class AnchorBank:
 
 
 def reliability(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """SI_i = 2 ||q_i - g_i|| - ||q_i - mean(Q)|| - ||g_i - mean(G)|| (spec section 2)."""
+    """SI_i = 2 ||q_i - g_i|| - ||q_i - mean(Q)|| - ||g_i - mean(G)|| (docs/method.md eq. (2.1))."""
     return 2 * (q - g).norm(dim=-1) - (q - q.mean(0)).norm(dim=-1) - (g - g.mean(0)).norm(dim=-1)
 
 
 def tcr_loss(q, positives, bank: AnchorBank, entropy, hyper: TcrHyper):
-    """L = l_rem L_REM + l_uni L_UNI + l_gap L_GAP (spec section 3); returns (loss, |M|)."""
+    """L = l_rem L_REM + l_uni L_UNI + l_gap L_GAP (docs/method.md (3.1)); returns (loss, |M|)."""
     threshold = bank.threshold()
     reliable = entropy.detach() <= threshold
     weights = torch.clamp(1 - entropy.detach() / (threshold + hyper.rem_eps), min=0)
@@ -197,7 +197,7 @@ def tcr_step_torch(
     hyper: TcrHyper = TcrHyper(),
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
-    """One batch of online TCR adaptation, eagerly (module docstring; spec sections 1-3).
+    """One batch of online TCR adaptation, eagerly (module docstring; docs/method.md secs. 1-3).
 
     Args:
       model: the query tower, ``model(inputs) -> (B, d)`` features; only the parameters in

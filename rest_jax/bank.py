@@ -1,4 +1,4 @@
-"""The source-like anchor bank, TCR's "queue" (METHOD.md section 2).
+"""The source-like anchor bank, TCR's "queue" (docs/method.md section 2).
 
 Fixed-size arrays with a validity mask, so that insertion and eviction jit without
 recompilation. Each entry is a reliable pair ``(SI, q, g_hat, H)``:
@@ -9,6 +9,11 @@ recompilation. Each entry is a reliable pair ``(SI, q, g_hat, H)``:
 valid pairs of smallest SI, then keeps the M smallest-SI entries of bank and newcomers
 (a stable sort: on ties, older entries first). From the bank come the margin
 ``m = ||mean normalize(q) - mean normalize(g)||`` and the entropy threshold ``E = max H``.
+
+References:
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (TCR; code: https://github.com/XLearning-SCU/2025-ICLR-TCR):
+  the source-like queue, docs/method.md eqs. (2.1)-(2.3).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def init_bank(size: int, dim: int, dtype=jnp.float32) -> AnchorBank:
 
 
 def reliability_scores(queries: jax.Array, positives: jax.Array, valid: jax.Array) -> jax.Array:
-    """SI of every pair (spec section 2); the centres are means over the valid rows."""
+    """SI of every pair (docs/method.md, eq. (2.1)); the centres are means over the valid rows."""
     query_centre = masked_row_mean(queries, valid)
     positive_centre = masked_row_mean(positives, valid)
     return (

@@ -1,4 +1,4 @@
-"""The one configuration of an adaptation run, and its named presets (METHOD.md section 5).
+"""The one configuration of an adaptation run, and its named presets (docs/method.md section 5).
 
 A run is described by a frozen :class:`AdaptConfig`; presets are named starting points and
 every field can be overridden (``preset("rest", num_candidates=4)`` or
@@ -8,14 +8,120 @@ every field can be overridden (``preset("rest", num_candidates=4)`` or
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any
 
+import numpy as np
+
 DECOUPLING_MODES = ("conflict", "orthogonal", "none")
+"""Modes of gradient decoupling (docs/method.md section 4); rest_jax/decoupling.py reads them."""
+NONFINITE_POLICIES = ("mask", "rollback", "raise")
+"""What the step does with query rows holding NaN or inf (``AdaptConfig.nonfinite_inputs``)."""
+
+# How ``AdaptConfig.__post_init__`` checks each field: (kind, range, None allowed). Kinds:
+# "bool", "int", "real" (finite), "method" (a registered method name) or a tuple of the
+# allowed strings. Ranges name a test in ``_RANGES``. Every field has an entry (tested).
+FIELD_CHECKS: dict[str, tuple[Any, str | None, bool]] = {
+    "method": ("method", None, False),
+    "steps": ("int", ">= 1", False),
+    "episodic": ("bool", None, False),
+    "learning_rate": ("real", "> 0", False),
+    "weight_decay": ("real", ">= 0", False),
+    "b1": ("real", "in [0, 1)", False),
+    "b2": ("real", "in [0, 1)", False),
+    "eps": ("real", ">= 0", False),
+    "num_candidates": ("int", ">= 1", False),
+    "dedup": ("bool", None, False),
+    "tau": ("real", "> 0", False),
+    "bank_size": ("int", ">= 1", False),
+    "bank_ratio": ("real", "in [0, 1]", False),
+    "bank_batches": ("int", ">= 0", True),
+    "rem_weight": ("real", ">= 0", False),
+    "uniformity_weight": ("real", ">= 0", False),
+    "gap_weight": ("real", ">= 0", False),
+    "consistency_weight": ("real", ">= 0", False),
+    "uniformity_t": ("real", ">= 0", False),
+    "rem_eps": ("real", ">= 0", False),
+    "consistency_tau": ("real", "> 0", False),
+    "decoupling": ("bool", None, False),
+    "decoupling_mode": (DECOUPLING_MODES, None, False),
+    "decoupling_beta": ("real", ">= 0", False),
+    "decoupling_per_leaf": ("bool", None, False),
+    "reference_temperature": ("real", "> 0", False),
+    "reference_refresh_every": ("int", ">= 1", True),
+    "baseline_tau": ("real", "> 0", False),
+    "eata_fraction": ("real", "in [0, 1]", False),
+    "eata_cosine_margin": ("real", ">= 0", False),
+    "eata_entropy_margin": ("real", None, False),
+    "eata_mean_decay": ("real", "in [0, 1]", False),
+    "sar_fraction": ("real", "in [0, 1]", False),
+    "sar_rho": ("real", ">= 0", False),
+    "sar_ema_decay": ("real", "in [0, 1]", False),
+    "sar_reset_threshold": ("real", None, False),
+    "shot_confidence": ("real", "in [0, 1]", False),
+    "shot_ce_weight": ("real", ">= 0", False),
+    "shot_diversity_eps": ("real", ">= 0", False),
+    "deyo_fraction": ("real", "in [0, 1]", False),
+    "deyo_entropy_margin": ("real", None, False),
+    "deyo_plpd_threshold": ("real", None, False),
+    "deyo_entropy_weight": ("real", ">= 0", False),
+    "deyo_plpd_weight": ("real", ">= 0", False),
+    "deyo_patch_grid": ("int", ">= 1", False),
+    "deyo_image_queries": ("bool", None, True),
+    "gallery_chunk_size": ("int", ">= 1", True),
+    "output_top_k": ("int", ">= 1", True),
+    "rollback_nonfinite": ("bool", None, False),
+    "nonfinite_inputs": (NONFINITE_POLICIES, None, False),
+    "skip_degenerate_batches": ("bool", None, False),
+    "collapse_guard": ("bool", None, False),
+    "collapse_min_distinct": ("real", "in [0, 1]", False),
+    "collapse_ema_decay": ("real", "in [0, 1)", False),
+    "collapse_warmup": ("int", ">= 1", False),
+}
+
+_RANGES = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+}
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool | np.bool_)
+
+
+def _field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` (None when it is fine)."""
+    kind, bound, optional = FIELD_CHECKS[name]
+    if value is None:
+        return None if optional else f"{name} must not be None"
+    if isinstance(kind, tuple):
+        return None if value in kind else f"unknown {name} {value!r}; expected one of {kind}"
+    if kind == "method":
+        from rest_jax.methods import available  # the registry imports this module
+
+        if not isinstance(value, str) or value not in available():
+            return f"unknown method {value!r}; known methods: {available()}"
+        return None
+    if kind == "bool":
+        return None if _is_bool(value) else f"{name} must be a bool, got {value!r}"
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        return f"{name} must be a number, got {value!r}"
+    if kind == "int" and not isinstance(value, numbers.Integral):
+        return f"{name} must be an int, got {value!r}"
+    if not math.isfinite(value):
+        return f"{name} must be finite, got {value!r}"
+    if bound is not None and not _RANGES[bound](value):
+        return f"{name} must be {bound}{' (or None)' if optional else ''}, got {value!r}"
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
 class AdaptConfig:
-    """Hyperparameters of online adaptation. Field groups follow the spec's sections."""
+    """Hyperparameters of online adaptation. Field groups follow docs/method.md's sections."""
 
     method: str = "tcr"
     """Registered method name (``rest_jax.methods.available()``)."""
@@ -24,7 +130,7 @@ class AdaptConfig:
     episodic: bool = False
     """Restore the initial adapted params and optimiser state before every batch."""
 
-    # Optimiser: AdamW, constant learning rate (spec "Setting").
+    # Optimiser: AdamW, constant learning rate (docs/method.md section 0).
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
     b1: float = 0.9
@@ -143,30 +249,23 @@ class AdaptConfig:
         return dataclasses.asdict(self)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.num_candidates < 1:
-            raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
-        if not 0.0 <= self.bank_ratio <= 1.0:
-            raise ValueError(f"bank_ratio must be in [0, 1], got {self.bank_ratio}")
-        if self.bank_size < 1:
-            raise ValueError(f"bank_size must be >= 1, got {self.bank_size}")
-        if self.decoupling_mode not in DECOUPLING_MODES:
+        """Checks every field once, by its rule in ``FIELD_CHECKS``.
+
+        Raises:
+          ValueError: naming each bad field, its value and what it should be (all of them in
+            one message).
+        """
+        names = [f.name for f in dataclasses.fields(self) if f.name in FIELD_CHECKS]
+        problems = [p for n in names if (p := _field_problem(n, getattr(self, n))) is not None]
+        if len(problems) == 1:
+            raise ValueError(problems[0])
+        if problems:
             raise ValueError(
-                f"unknown decoupling_mode {self.decoupling_mode!r}; expected {DECOUPLING_MODES}"
+                f"invalid AdaptConfig ({len(problems)} fields): " + "; ".join(problems)
             )
-        if self.gallery_chunk_size is not None and self.gallery_chunk_size < 1:
-            raise ValueError(
-                f"gallery_chunk_size must be >= 1 or None, got {self.gallery_chunk_size}"
-            )
-        if self.output_top_k is not None and self.output_top_k < 1:
-            raise ValueError(f"output_top_k must be >= 1 or None, got {self.output_top_k}")
-        for name in ("tau", "baseline_tau", "consistency_tau", "reference_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-# REST's defaults are a reconstruction (spec section 5): chosen on the synthetic world's
+# REST's defaults are a reconstruction (docs/method.md section 5.2): chosen on the synthetic world's
 # validation split, never on its test split; see docs/rest_defaults.md.
 REST_DEFAULTS: dict[str, Any] = dict(
     num_candidates=4,

@@ -1,4 +1,4 @@
-"""Gradient decoupling as an optax transform (METHOD.md section 4; a reconstruction of REST).
+"""Gradient decoupling as an optax transform (docs/method.md section 4; a reconstruction of REST).
 
 Given the adaptation gradient g and a cached reference r (the gradient of the pre-training
 contrastive loss at theta_0), with ``c = <g, r>``:
@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rest_jax.config import DECOUPLING_MODES as MODES
 from rest_jax.losses import symmetric_contrastive_loss
 from rest_jax.selection import combine
 
 PyTree = Any
-MODES = ("conflict", "orthogonal", "none")
 
 
 class GradientDecouplingState(NamedTuple):
@@ -104,7 +104,7 @@ def gradient_decoupling(
     per_leaf: bool = False,
     min_reference_norm: float = 1e-12,
 ) -> optax.GradientTransformationExtraArgs:
-    """Steers each update against a cached reference gradient (spec section 4).
+    """Steers each update against a cached reference gradient (docs/method.md section 4).
 
     Args:
       reference: the reference direction r, a pytree shaped like the params; ``None`` starts

@@ -1,9 +1,16 @@
-"""The QS-robust objective and its diagnostics (METHOD.md section 3), plus the contrastive loss.
+"""The QS-robust objective and its diagnostics (docs/method.md sec. 3), plus the contrastive loss.
 
   L = l_rem L_REM + l_uni L_UNI + l_gap L_GAP + l_con L_CON
 
 Every function takes a boolean ``valid`` (B,) so that a padded batch gives the same value
 (and gradient) as the unpadded one.
+
+References:
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (TCR; code: https://github.com/XLearning-SCU/2025-ICLR-TCR):
+  L_REM, L_UNI and L_GAP, docs/method.md eqs. (3.1)-(3.5).
+  Li, Yang and Peng, REST, arXiv 2511.14416, 2025 (https://arxiv.org/abs/2511.14416):
+  L_CON (3.6) and the consistency diagnostic (3.7), reconstructions (docs/method.md 5.3).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ def rem_loss(
     """``L_REM = sum_{i in M} w_i H_i / |M|`` with ``w_i = max(0, 1 - sg(H_i) / (E + eps))``.
 
     ``M = {i valid : H_i <= E}``. With ``M`` empty the loss is 0 with zero gradient (the
-    reference yields NaN there). Spec section 3, TCR's noise-robust entropy.
+    reference yields NaN there). TCR's noise-robust entropy, docs/method.md, eq. (3.2).
 
     Args:
       entropies: (B,) row entropies ``H`` of the refined prediction.
@@ -54,7 +61,7 @@ def rem_loss(
 
 def uniformity_loss(queries: jax.Array, valid: jax.Array, t: float = 0.1) -> jax.Array:
     """``L_UNI = mean_i exp(-t ||q_i - mean(Q)||)`` (a distance, not squared; the centre carries
-    gradient). Minimising it spreads the queries. Spec section 3."""
+    gradient). Minimising it spreads the queries. docs/method.md, eq. (3.3)."""
     centre = masked_row_mean(queries, valid)
     return masked_mean(jnp.exp(-t * safe_norm(queries - centre)), valid)
 
@@ -70,7 +77,7 @@ def modality_gap(queries: jax.Array, positives: jax.Array, valid: jax.Array) -> 
 def gap_loss(
     queries: jax.Array, positives: jax.Array, valid: jax.Array, margin: jax.Array
 ) -> jax.Array:
-    """``L_GAP = (gap(Q, G_hat) - m)^2`` with m the bank's margin. Spec section 3."""
+    """``L_GAP = (gap(Q, G_hat) - m)^2`` with m the bank's margin. docs/method.md, eq. (3.5)."""
     return jnp.square(modality_gap(queries, positives, valid) - margin)
 
 
@@ -86,7 +93,7 @@ def consistency_loss(
     valid: jax.Array,
     tau: float = 0.1,
 ) -> jax.Array:
-    """Query-gallery consistency (reconstruction of REST's L_CON, spec section 3).
+    """Query-gallery consistency (reconstruction of REST's L_CON, docs/method.md, eq. (3.6)).
 
     For reliable i: ``P^G_i = softmax_{j != i}(g_hat_i . g_hat_j / tau)`` (constant) and
     ``P^Q_i = softmax_{j != i}(q_i . q_j / tau)`` over the valid j; the loss is

@@ -1,4 +1,4 @@
-"""Retrieval metrics: Recall@K and mAP with several relevant items per query (METHOD.md sec. 7).
+"""Retrieval metrics: Recall@K and mAP with several relevant items per query (docs/method.md 7.1).
 
 Relevance is a padded index matrix ``relevant[i] = gallery ids relevant to query i, -1
 padding``, or a vector ``relevant[i] = the one gallery id relevant to query i``. Ranks follow

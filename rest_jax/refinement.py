@@ -1,4 +1,4 @@
-"""Query prediction refinement (METHOD.md section 1).
+"""Query prediction refinement (docs/method.md section 1, eqs. (1.1)-(1.4)).
 
 For each query i, ``n_k(i)`` is the index of its k-th highest score over the gallery. The
 candidate columns of a batch are ``C = [n_1(1..B), ..., n_K(1..B)]`` (B*K columns shared by
@@ -6,6 +6,13 @@ every query), the positive of query i is ``g_hat_i = G[n_1(i)]`` and the refined
 ``Z_i = q_i . G[C]^T / tau``. K = 1 without de-duplication is TCR's B x B nearest-neighbour
 matrix (duplicated columns kept); ``dedup=True`` masks every repeat of a column but its first.
 Indices, ``G[C]`` and ``g_hat`` are constants: no gradient flows through them.
+
+References:
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (TCR; code: https://github.com/XLearning-SCU/2025-ICLR-TCR):
+  the K = 1 refinement, docs/method.md eqs. (1.1)-(1.3).
+  Li, Yang and Peng, REST, arXiv 2511.14416, 2025 (https://arxiv.org/abs/2511.14416):
+  K > 1 candidates; with de-duplication (1.4), a reconstruction (docs/method.md section 5.3).
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ def refine(
     dedup: bool = False,
     tau: float = 0.02,
 ) -> Refined:
-    """Builds the refined prediction of a batch from its raw scores (spec section 1).
+    """Builds the refined prediction of a batch from its raw scores (docs/method.md section 1).
 
     Args:
       queries: (B, d) L2-normalised query embeddings ``q``.

@@ -24,6 +24,9 @@ Robustness, all inside the jitted step (no host sync), in this order:
    method state and batch counter return to the source state (so a bank refills as at the
    start); the batch is answered by the source model;
    ``reset`` says so and ``num_resets`` counts it.
+
+The per-batch protocol is docs/method.md section 0; the robustness rules above are rest_jax's
+own, in neither paper (section 9).
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ class StepOutputs(NamedTuple):
 def make_optimizer(
     config: AdaptConfig, reference: PyTree | None = None
 ) -> optax.GradientTransformationExtraArgs:
-    """AdamW (spec "Setting"), preceded by gradient decoupling when a reference is given.
+    """AdamW (docs/method.md section 0), preceded by gradient decoupling when a reference is given.
 
     With ``config.decoupling`` off but a reference given, the transform runs in mode
     ``"none"``: it changes nothing and only records cos(g, r) (the obtuse-angle observation).

@@ -1,4 +1,4 @@
-"""Shared fixtures: float64 scope, the parity cases, a tiny LayerNorm encoder."""
+"""Shared fixtures: float64 scope and TCR's parity cases (tests/data/tcr_cases.json)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import pytest
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 
-PARITY = pathlib.Path(__file__).resolve().parents[2] / "shared" / "parity" / "tcr_cases.json"
+PARITY = pathlib.Path(__file__).resolve().parent / "data" / "tcr_cases.json"
+"""TCR's reference numbers (cases P1-P7), shipped with the tests; ``REST_JAX_PARITY`` overrides."""
 
 
 def _find_parity() -> pathlib.Path:
     env = os.environ.get("REST_JAX_PARITY")
-    candidates = [pathlib.Path(env)] if env else []
-    candidates += [PARITY, pathlib.Path.cwd().parent / "shared" / "parity" / "tcr_cases.json"]
-    for path in candidates:
-        if path.exists():
-            return path
-    pytest.fail(f"parity fixtures not found (looked at {[str(c) for c in candidates]})")
+    path = pathlib.Path(env) if env else PARITY
+    if not path.exists():
+        pytest.fail(f"parity fixtures not found at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Baselines (METHOD.md section 6): parity case P5, filters, running state, streams, padding."""
+"""Baselines (docs/method.md sec. 6): parity case P5, filters, running state, streams, padding."""
 
 from __future__ import annotations
 
@@ -355,7 +355,7 @@ def whole_gallery_logits(adapter, apply_fn, params, inputs):
 
 
 def eata_mean_rule(mean, defined, logits, n_valid, cfg):
-    """EATA's running mean after one step, from the spec (numpy)."""
+    """EATA's running mean after one step, from docs/method.md sec. 6 (numpy)."""
     p, h = probs_np(logits)[:n_valid], entropy_np(logits)[:n_valid]
     kept = np.argsort(h, kind="stable")[: int(cfg.eata_fraction * n_valid)]
     if defined:

@@ -263,9 +263,12 @@ def test_attention_implementation_is_passed_to_jax(tiny, monkeypatch):
     """``attention`` reaches jax.nn.dot_product_attention for every full-sequence attention;
     the last block's one pooled query row uses XLA's (None); "xla" equals the default."""
     params, images, texts = tiny.params, tiny.images, tiny.texts
-    for encoder, p, x in ((image_encoder, "vision", images), (text_encoder, "text", texts)):
-        base = encoder(tiny.config)(params[p], x)
-        np.testing.assert_array_equal(encoder(tiny.config, attention="xla")(params[p], x), base)
+    for encode, encoder, p, x in (
+        (tiny.encode_image, image_encoder, "vision", images),
+        (tiny.encode_text, text_encoder, "text", texts),
+    ):
+        xla = jax.jit(encoder(tiny.config, attention="xla"))
+        np.testing.assert_array_equal(xla(params[p], x), encode(params[p], x))
     seen = []
     real = jax.nn.dot_product_attention
 
@@ -274,7 +277,10 @@ def test_attention_implementation_is_passed_to_jax(tiny, monkeypatch):
         return real(*args, implementation="xla", **kwargs)
 
     monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
-    image_encoder(tiny.config, jnp.bfloat16, attention="cudnn")(params["vision"], images)
+    # Tracing calls the attention exactly as running would; no need to compile.
+    jax.make_jaxpr(image_encoder(tiny.config, jnp.bfloat16, attention="cudnn"))(
+        params["vision"], images
+    )
     layers = tiny.config.vision.num_hidden_layers
     assert seen == ["cudnn"] * (layers - 1) + [None]
 
@@ -289,7 +295,18 @@ def test_pooled_block_row_equals_the_full_blocks_row(causal):
         num_heads=4, mlp_hidden=64, activation="quick_gelu", layer_norm_eps=1e-5, causal=causal
     )
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 9, 32))
-    params = block.init(jax.random.PRNGKey(1), x)
+    params = jax.jit(block.init)(jax.random.PRNGKey(1), x)
+
+    def rows_and_grads(f):
+        """``f(params)`` and the gradient of ``sum(sin(f))`` wrt the params (one program)."""
+
+        def loss(p):
+            out = f(p)
+            return jnp.sum(jnp.sin(out)), out
+
+        grads, out = jax.jit(jax.grad(loss, has_aux=True))(params)
+        return out, grads
+
     for position in (0, jnp.array([0, 4, 8], jnp.int32)):
         rows = np.arange(3), np.broadcast_to(np.asarray(position), (3,))
 
@@ -299,22 +316,19 @@ def test_pooled_block_row_equals_the_full_blocks_row(causal):
         def pooled(p, position=position):
             return block.apply(p, x, query_position=position)[:, 0]
 
-        np.testing.assert_allclose(
-            jax.jit(pooled)(params), jax.jit(full)(params), rtol=1e-5, atol=1e-6
-        )
-        grads = [
-            jax.jit(jax.grad(lambda p, f=f: jnp.sum(jnp.sin(f(p)))))(params) for f in (full, pooled)
-        ]
+        (full_rows, full_grads), (pooled_rows, pooled_grads) = map(rows_and_grads, (full, pooled))
+        np.testing.assert_allclose(pooled_rows, full_rows, rtol=1e-5, atol=1e-6)
         for name in ("ln_1", "ln_2"):
             np.testing.assert_allclose(
-                grads[1]["params"][name]["scale"], grads[0]["params"][name]["scale"], atol=1e-5
+                pooled_grads["params"][name]["scale"],
+                full_grads["params"][name]["scale"],
+                atol=1e-5,
             )
     if causal:  # a later token must not reach an earlier pooled row
+        pooled_at_4 = jax.jit(lambda p, x: block.apply(p, x, query_position=jnp.array([4, 4, 4])))
         moved = x.at[0, 5:].add(1.0)
         np.testing.assert_allclose(
-            block.apply(params, moved, query_position=jnp.array([4, 4, 4]))[0],
-            block.apply(params, x, query_position=jnp.array([4, 4, 4]))[0],
-            atol=1e-6,
+            pooled_at_4(params, moved)[0], pooled_at_4(params, x)[0], atol=1e-6
         )
 
 
@@ -332,15 +346,22 @@ def test_padded_attention_equals_unpadded(causal):
     def padded(q, k, v):
         return clip_lib.padded_attention(q, k, v, causal, None, clip_lib.CUDNN_SEQ_MULTIPLE)
 
-    assert padded(q, k, v).shape == q.shape
-    np.testing.assert_allclose(padded(q, k, v), plain(q, k, v), rtol=1e-5, atol=1e-6)
+    def values_and_grads(f):
+        """``f(q, k, v)`` and the gradients of ``sum(sin(f))`` wrt q, k and v (one program)."""
+
+        def loss(q, k, v):
+            out = f(q, k, v)
+            return jnp.sum(jnp.sin(out)), out
+
+        grads, out = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+        return out, grads
+
+    (out, grads), (out_plain, grads_plain) = values_and_grads(padded), values_and_grads(plain)
+    assert out.shape == q.shape
+    np.testing.assert_allclose(out, out_plain, rtol=1e-5, atol=1e-6)
     for wrt in range(3):
-        grads = [
-            jax.grad(lambda *a, f=f: jnp.sum(jnp.sin(f(*a))), argnums=wrt)(q, k, v)
-            for f in (plain, padded)
-        ]
-        assert bool(jnp.all(jnp.isfinite(grads[1])))
-        np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+        assert bool(jnp.all(jnp.isfinite(grads[wrt])))
+        np.testing.assert_allclose(grads[wrt], grads_plain[wrt], rtol=1e-4, atol=1e-5)
 
 
 def test_text_pooling_and_causality(tiny):

@@ -1,4 +1,4 @@
-"""Tests for rest_jax.data.image_corruptions (spec: BENCHMARKS.md, "Image corruptions")."""
+"""Tests for rest_jax.data.image_corruptions (docs/method.md section 8.1)."""
 
 import numpy as np
 import pytest
@@ -51,6 +51,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_names_match_spec():
+    """The 16 corruptions and 5 severities of docs/method.md section 8.1."""
     assert set(IMAGE_CORRUPTIONS) == SPEC_NAMES
     assert len(IMAGE_CORRUPTIONS) == 16
     assert SEVERITIES == (1, 2, 3, 4, 5)

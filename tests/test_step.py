@@ -14,7 +14,7 @@ LN_ONLY = [(r"^ln/", True)]
 
 
 def spec_tcr_stream(params, gallery, batches, cfg):
-    """TCR semantics written from METHOD.md sections 1-3 (float64, no library code)."""
+    """TCR semantics written from docs/method.md sections 1-3 (float64, no library code)."""
     g = gallery / jnp.linalg.norm(gallery, axis=1, keepdims=True)
     theta = dict(params["ln"])
     mom = jax.tree.map(jnp.zeros_like, theta)
@@ -23,9 +23,30 @@ def spec_tcr_stream(params, gallery, batches, cfg):
     bank = []  # (si, q, g_hat, H)
     losses, kept_scores = [], []
 
+    # The formulas are jitted (one program each, reused at every step): run op by op in
+    # float64 they cost more than the library's whole stream.
+    @jax.jit
     def forward(th, x):
         q = toy_apply({**params, "ln": th}, x)
         return q / jnp.linalg.norm(q, axis=1, keepdims=True)
+
+    @jax.jit
+    def entropies(q, ghat):
+        z = q @ ghat.T / cfg.tau
+        logp = jax.nn.log_softmax(z, axis=1)
+        return -(jnp.exp(logp) * logp).sum(1)
+
+    @jax.jit
+    @jax.value_and_grad
+    def loss_and_grads(th, x, ghat, e_thr, margin):
+        q = forward(th, x)
+        h = entropies(q, ghat)
+        keep = h <= e_thr
+        w = jnp.maximum(0.0, 1 - jax.lax.stop_gradient(h) / (e_thr + cfg.rem_eps))
+        rem = jnp.sum(jnp.where(keep, w * h, 0)) / jnp.maximum(keep.sum(), 1)
+        uni = jnp.mean(jnp.exp(-cfg.uniformity_t * jnp.linalg.norm(q - q.mean(0), axis=1)))
+        gap = (jnp.linalg.norm(q.mean(0) - ghat.mean(0)) - margin) ** 2
+        return rem + uni + gap
 
     for b, x in enumerate(batches):
         n = x.shape[0]
@@ -35,18 +56,13 @@ def spec_tcr_stream(params, gallery, batches, cfg):
             nn = jnp.argmax(scores, axis=1)
             ghat = g[nn]
 
-            def entropies(q):
-                z = q @ ghat.T / cfg.tau
-                logp = jax.nn.log_softmax(z, axis=1)
-                return -(jnp.exp(logp) * logp).sum(1)
-
             if s == 0 and b < cfg.bank_batches:
                 si = (
                     2 * jnp.linalg.norm(q0 - ghat, axis=1)
                     - jnp.linalg.norm(q0 - q0.mean(0), axis=1)
                     - jnp.linalg.norm(ghat - ghat.mean(0), axis=1)
                 )
-                h0 = entropies(q0)
+                h0 = entropies(q0, ghat)
                 chosen = np.argsort(np.asarray(si), kind="stable")[: int(cfg.bank_ratio * n)]
                 bank = bank + [(float(si[i]), q0[i], ghat[i], float(h0[i])) for i in chosen]
                 bank = sorted(bank, key=lambda e: e[0])[: cfg.bank_size]
@@ -54,18 +70,7 @@ def spec_tcr_stream(params, gallery, batches, cfg):
             bq = jnp.stack([e[1] / jnp.linalg.norm(e[1]) for e in bank]).mean(0)
             bg = jnp.stack([e[2] / jnp.linalg.norm(e[2]) for e in bank]).mean(0)
             margin = jnp.linalg.norm(bq - bg)
-
-            def loss_fn(th):
-                q = forward(th, x)
-                h = entropies(q)
-                keep = h <= e_thr
-                w = jnp.maximum(0.0, 1 - jax.lax.stop_gradient(h) / (e_thr + cfg.rem_eps))
-                rem = jnp.sum(jnp.where(keep, w * h, 0)) / jnp.maximum(keep.sum(), 1)
-                uni = jnp.mean(jnp.exp(-cfg.uniformity_t * jnp.linalg.norm(q - q.mean(0), axis=1)))
-                gap = (jnp.linalg.norm(q.mean(0) - ghat.mean(0)) - margin) ** 2
-                return rem + uni + gap
-
-            loss, grads = jax.value_and_grad(loss_fn)(theta)
+            loss, grads = loss_and_grads(theta, x, ghat, e_thr, margin)
             losses.append(float(loss))
             t += 1
             mom = jax.tree.map(lambda m, gr: cfg.b1 * m + (1 - cfg.b1) * gr, mom, grads)

@@ -1,4 +1,4 @@
-"""Tests for rest_jax.data.text_corruptions (spec: BENCHMARKS.md, "Text corruptions")."""
+"""Tests for rest_jax.data.text_corruptions (docs/method.md section 8.2)."""
 
 import itertools
 
@@ -77,6 +77,7 @@ def word_count_change(before: list[str], after: list[str]) -> float:
 
 
 def test_names_match_spec():
+    """The character- and word-level corruptions of docs/method.md section 8.2."""
     assert CHAR_CORRUPTIONS == (
         "keyboard",
         "ocr",

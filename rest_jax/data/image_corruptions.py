@@ -1,4 +1,4 @@
-"""ImageNet-C family image corruptions at any image size (spec: BENCHMARKS.md, "Image corruptions").
+"""ImageNet-C family image corruptions at any image size (docs/method.md section 8.1).
 
 The 16 corruptions of ImageNet-C (Hendrycks & Dietterich, 2019) as used for COCO-C and Flickr-C,
 written with numpy 2, scipy and Pillow only: no ImageMagick, no OpenCV, no texture files, no

@@ -1,4 +1,4 @@
-"""Which gallery items are relevant to each query (METHOD.md section 7).
+"""Which gallery items are relevant to each query (docs/method.md section 7.1).
 
 Relevance is a padded index matrix ``relevant_ids: int32 [Q, R]``: row q lists the gallery
 indices relevant to query q (in increasing order), padded with -1 on the right. R is the

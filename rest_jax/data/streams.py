@@ -1,6 +1,6 @@
 """Query streams: fixed orders and fixed-shape batches for online adaptation.
 
-METHOD.md section 7 (stream order) and BENCHMARKS.md ("Settings"). A stream is planned up front
+docs/method.md sections 7.2 (stream order) and 7.3 (settings). A stream is planned up front
 as a ``StreamPlan``: for every batch slot the domain and the query id it holds (-1 for
 padding), so a stream is fully determined by its plan and can be inspected, tested and logged
 before any model runs. ``iterate_batches`` then gathers the inputs batch by batch.

@@ -1,6 +1,6 @@
 """SynthWorld: a procedurally generated image-caption world that needs no download.
 
-BENCHMARKS.md, "The embedded default". Each image is a small scene: a few named shapes
+docs/method.md section 8.3. Each image is a small scene: a few named shapes
 (circle, square, triangle, cross, ring, bar, star, diamond) with a colour, a size, a position and
 simple relations (left of / right of / above / below / next to / inside / around), tiny unnamed
 distractor shapes, and a textured background (plain, gradient, stripes, checker, noise) that is

@@ -1,4 +1,4 @@
-"""Text corruptions for caption queries (spec: BENCHMARKS.md, "Text corruptions").
+"""Text corruptions for caption queries (docs/method.md section 8.2).
 
 Character level, ``level`` an int ``L`` in 1..7 (``CHAR_LEVELS``): a fraction ``0.05 L`` of the
 words is perturbed, each perturbed word gets ``max(1, int(0.3 len))`` character edits:

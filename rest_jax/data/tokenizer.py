@@ -1,4 +1,4 @@
-"""Word-level tokenizer for the synthetic world (BENCHMARKS.md, "The embedded default").
+"""Word-level tokenizer for the synthetic world (docs/method.md section 8.3).
 
 Ids: PAD = 0, SOT = 1, EOT = 2, then ``n_buckets`` hashed buckets for unknown words, then the
 vocabulary in sorted order. The vocabulary is every word the SynthWorld caption and modification

@@ -1,4 +1,4 @@
-"""Pieces shared by the baseline methods (METHOD.md section 6).
+"""Pieces shared by the baseline methods (docs/method.md section 6).
 
 - Whole-gallery logits ``Z = Q G^T / tau_b`` (B, N): the baselines' losses are softmaxes over
   the whole gallery, so they always form this matrix.
@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rest_jax.config import AdaptConfig
 from rest_jax.methods.base import StepContext
 
 PyTree = Any
@@ -115,19 +114,3 @@ def guarded_update(
 def count(mask: jax.Array) -> jax.Array:
     """Number of true entries as int32."""
     return jnp.sum(mask).astype(jnp.int32)
-
-
-def check_fraction(config: AdaptConfig, *names: str) -> None:
-    """Raises ValueError unless each named config field lies in [0, 1]."""
-    for name in names:
-        value = getattr(config, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
-
-
-def check_nonnegative(config: AdaptConfig, *names: str) -> None:
-    """Raises ValueError unless each named config field is >= 0."""
-    for name in names:
-        value = getattr(config, name)
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")

@@ -1,6 +1,6 @@
 """DeYO: entropy filter, pseudo-label probability difference (PLPD) filter, combined weights.
 
-METHOD.md section 6, as the TCR code runs it. Per optimisation step, p_i = softmax(Z_i):
+docs/method.md section 6, as the TCR code runs it. Per optimisation step, p_i = softmax(Z_i):
 
   F1 = {i valid : H_i < h_(k+1)}, k = int(fraction * n_valid), h_(k+1) the (k+1)-th lowest
        valid entropy (strict: k queries when entropies are distinct; all when k = n_valid)
@@ -14,6 +14,12 @@ METHOD.md section 6, as the TCR code runs it. Per optimisation step, p_i = softm
 
 Images are NHWC; when H or W is not a multiple of the grid, the image is resized (bilinear) to
 the nearest smaller multiple, shuffled, and resized back, as the reference does.
+
+References:
+  Lee et al., "Entropy is not enough for test-time adaptation: from the perspective of
+  disentangled factors", ICLR 2024.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations
@@ -28,8 +34,6 @@ from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -161,10 +165,6 @@ class DeyoMethod:
     name: str = "deyo"
 
     def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        check_fraction(config, "deyo_fraction")
-        check_nonnegative(config, "deyo_entropy_weight", "deyo_plpd_weight")
-        if config.deyo_patch_grid < 1:
-            raise ValueError(f"deyo_patch_grid must be >= 1, got {config.deyo_patch_grid}")
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

@@ -1,6 +1,6 @@
 """EATA as adapted in the TCR code: two filters, entropy weights, no Fisher term.
 
-METHOD.md section 6. Per optimisation step, with H_i the entropy of p_i = softmax(Z_i):
+docs/method.md section 6. Per optimisation step, with H_i the entropy of p_i = softmax(Z_i):
 
     F1 = the int(fraction * n_valid) lowest-entropy valid queries
     F2 = {i in F1 : cos(m, p_i) < cosine_margin}       (F2 = F1 while m is undefined)
@@ -10,6 +10,11 @@ METHOD.md section 6. Per optimisation step, with H_i the entropy of p_i = softma
 where p_bar(F2) is the mean prediction over F2 (a constant) and d = ``eata_mean_decay``. When F2
 is empty, m stays and no optimiser step is made (the reference skips its step). The running mean
 ``m`` is a prediction over the whole gallery, so the state needs the gallery size N.
+
+References:
+  Niu et al., "Efficient test-time model adaptation without forgetting", ICML 2022.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean, masked_row_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -119,8 +122,6 @@ class EataMethod:
         self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
     ) -> EataState:
         """The state is a running mean prediction over the gallery: it needs the gallery size."""
-        check_fraction(config, "eata_fraction", "eata_mean_decay")
-        check_nonnegative(config, "eata_cosine_margin")
         if num_gallery is None:
             raise ValueError("EATA's state needs the gallery size: init(..., num_gallery=N)")
         return init_eata_state(num_gallery, dtype)

@@ -1,9 +1,14 @@
-"""READ's objective on whole-gallery predictions (METHOD.md section 6).
+"""READ's objective on whole-gallery predictions (docs/method.md section 6).
 
     p_i = softmax(Z_i),  L_ra = mean_i(-pmax_i log pmax_i),  L_bal = H(softmax(sum_i p_i))
     L = L_ra - L_bal
 
 Sums and means run over the valid rows only.
+
+References:
+  Yang et al., "Test-time adaptation against multi-modal reliability bias", ICLR 2024.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""TCR and REST: refinement, anchor bank and the QS-robust objective (METHOD.md sections 1-3).
+"""TCR and REST: refinement, anchor bank and the QS-robust objective (docs/method.md sections 1-3).
 
 One method serves both presets: ``tcr`` is K = 1, no de-duplication, no consistency term and
 no decoupling; ``rest`` switches those on. Per optimisation step:
@@ -7,6 +7,13 @@ no decoupling; ``rest`` switches those on. Per optimisation step:
   at step 0 of the first W batches: bank <- insert(bank, SI, q, g_hat, H)
   E = max H over the bank, m = margin of the bank
   L = l_rem L_REM(H, E) + l_uni L_UNI(q) + l_gap L_GAP(q, g_hat, m) + l_con L_CON(q, g_hat)
+
+References:
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (TCR; code: https://github.com/XLearning-SCU/2025-ICLR-TCR):
+  the ``tcr`` preset, docs/method.md sections 1-3 and 5.1.
+  Li, Yang and Peng, REST, arXiv 2511.14416, 2025 (https://arxiv.org/abs/2511.14416):
+  the ``rest`` preset, this project's reconstruction (docs/method.md sections 5.2-5.3).
 """
 
 from __future__ import annotations

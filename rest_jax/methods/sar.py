@@ -1,6 +1,6 @@
 """SAR: a filtered, sharpness-aware entropy step with a reset to the source state.
 
-METHOD.md section 6, with the reference's two bugs fixed (see docs/baselines.md). One inner
+docs/method.md section 6, with the reference's two bugs fixed (see docs/baselines.md). One inner
 step, all in one pure function (no Python branch on values):
 
   1. at theta: H_i = H(softmax(Z_i)); F1 = the int(fraction * n_valid) lowest-entropy valid
@@ -19,6 +19,11 @@ step, all in one pure function (no Python branch on values):
 Order: update, then EMA, then reset, as the reference does per step; the reset also clears
 the EMA (the reference reassigns the old, low EMA after its reset, so it fires again on the
 next step). A fresh reset needs new evidence: an EMA rebuilt from post-reset losses.
+
+References:
+  Niu et al., "Towards stable test-time adaptation in dynamic wild world", ICLR 2023.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations
@@ -35,8 +40,6 @@ from rest_jax.masked import entropy, masked_mean
 from rest_jax.methods.base import InnerResult
 from rest_jax.methods.baseline_common import (
     EntropyFilter,
-    check_fraction,
-    check_nonnegative,
     count,
     forward,
     guarded_update,
@@ -127,8 +130,6 @@ class SarMethod:
     def init(
         self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
     ) -> SarState:
-        check_fraction(config, "sar_fraction", "sar_ema_decay")
-        check_nonnegative(config, "sar_rho")
         return init_sar_state(dtype)
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

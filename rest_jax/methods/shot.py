@@ -1,6 +1,6 @@
 """SHOT (information maximisation plus confident pseudo-labels), as the TCR code runs it.
 
-METHOD.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1):
+docs/method.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1):
 
     p_i = softmax(Z_i),  p_bar = mean_i p_i
     L_ent = mean_i H(p_i)
@@ -10,6 +10,12 @@ METHOD.md section 6; constants from the TCR code (threshold 0.9, coefficient 0.1
     L = L_ent + L_div + ce_weight * L_ce
 
 Means run over the valid rows only.
+
+References:
+  Liang, Hu and Feng, "Do we really need to access the source data? Source hypothesis
+  transfer for unsupervised domain adaptation", ICML 2020.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import jax.numpy as jnp
 from rest_jax.config import AdaptConfig
 from rest_jax.masked import entropy, masked_mean, masked_row_mean
 from rest_jax.methods.base import InnerResult, gradient_update
-from rest_jax.methods.baseline_common import check_fraction, check_nonnegative, count, forward
+from rest_jax.methods.baseline_common import count, forward
 
 
 class ShotTerms(NamedTuple):
@@ -72,8 +78,6 @@ class ShotMethod:
     name: str = "shot"
 
     def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        check_fraction(config, "shot_confidence")
-        check_nonnegative(config, "shot_ce_weight", "shot_diversity_eps")
         return ()
 
     def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:

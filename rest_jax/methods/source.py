@@ -1,4 +1,4 @@
-"""The source model: no adaptation, the frozen model's scores (METHOD.md section 6)."""
+"""The source model: no adaptation, the frozen model's scores (docs/method.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,11 @@
-"""Tent: minimise the mean entropy of the whole-gallery predictions (METHOD.md section 6).
+"""Tent: minimise the mean entropy of the whole-gallery predictions (docs/method.md section 6).
 
 Z = Q G^T / tau_b,   L = mean_{i valid} H(softmax(Z_i))
+
+References:
+  Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021.
+  Li et al., "Test-time adaptation for cross-modal retrieval with query shift", ICLR 2025
+  (the TCR code, whose baseline constants rest_jax keeps; docs/method.md section 6).
 """
 
 from __future__ import annotations

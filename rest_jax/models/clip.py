@@ -24,7 +24,7 @@ Parameter tree (plain nested dict)::
 
 Each tower runs alone on its own subtree (:func:`image_encoder`, :func:`text_encoder`), which is
 what test-time adaptation needs: the gallery tower is used once, the query tower is adapted.
-Spec: METHOD.md, "Setting and notation"; BENCHMARKS.md, "Real data".
+Method: docs/method.md sections 0 (adapted parameters) and 8.4 (real data).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ Array = jax.Array
 Dtype = Any
 PyTree = Any
 
-# TCR's adapted parameters (METHOD.md, "Setting and notation"): the LayerNorm affine parameters
+# TCR's adapted parameters (docs/method.md section 0): the LayerNorm affine parameters
 # of the query tower. The optional prefix lets the rules apply to a tower's own subtree or to the
 # full two-tower tree.
 CLIP_IMAGE_ADAPT_RULES: tuple[tuple[str, bool], ...] = (

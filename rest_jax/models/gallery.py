@@ -1,6 +1,6 @@
 """Embedding a gallery once, in fixed-size padded batches.
 
-The gallery tower is frozen during adaptation (METHOD.md, "Setting and notation"): its
+The gallery tower is frozen during adaptation (docs/method.md section 0): its
 L2-normalised embeddings G (N x d) are computed once, before the stream. Every batch has the same
 shape (the last one is padded by repeating its final item), so the encoder compiles once.
 """

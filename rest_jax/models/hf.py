@@ -4,7 +4,7 @@ A checkpoint directory holds ``config.json`` and ``model.safetensors`` (or a sha
 ``model.safetensors.index.json``, or ``pytorch_model.bin`` which needs torch, the ``convert``
 extra), plus optionally ``preprocessor_config.json`` and the tokenizer files. Weights are read with
 safetensors, without torch. Names such as ``clip-vit-b16`` resolve to Hugging Face repositories;
-downloading happens only when asked (``allow_download=True``). Spec: BENCHMARKS.md, "Real data".
+downloading happens only when asked (``allow_download=True``). See docs/method.md section 8.4.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Inputs for CLIP: image preprocessing, caption normalisation and the tokenizer of a checkpoint.
 
-The reference preprocessing of the study (BENCHMARKS.md, "Real data") is: resize to
+The reference preprocessing of the study (docs/method.md section 8.4) is: resize to
 ``image_size x image_size`` (bicubic, no crop), scale to [0, 1], normalise with CLIP's mean and
 std; captions lowercased, the punctuation ``.!"()*#:;~`` replaced by spaces, at most 30 words,
 then tokenised to a fixed length. Mean, std, interpolation and the tokenizer are read from the
@@ -193,7 +193,7 @@ def resize_and_normalize(images: jax.Array, info: PreprocessInfo) -> jax.Array:
 
 
 def normalize_caption(text: str, max_words: int = 30) -> str:
-    """The reference caption cleaning (BENCHMARKS.md, "Real data").
+    """The reference caption cleaning (docs/method.md section 8.4).
 
     Lowercase; each of ``.!"()*#:;~`` becomes a space; runs of whitespace collapse to one space;
     leading/trailing spaces go; at most ``max_words`` space-separated words are kept.

@@ -1,6 +1,6 @@
 """Shared base of the manual-directory Karpathy-split builders (COCO 5k test, Flickr30k 1k test).
 
-BENCHMARKS.md, "Real data". The user supplies the images and Andrej Karpathy's split file
+docs/method.md section 8.4. The user supplies the images and Andrej Karpathy's split file
 (``dataset_coco.json`` / ``dataset_flickr30k.json``)::
 
   {"images": [{"filename": "...jpg", "filepath": "val2014" (COCO only), "split": "test",

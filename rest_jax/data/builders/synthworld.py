@@ -1,4 +1,4 @@
-"""TFDS builder of the synthetic image-caption world (BENCHMARKS.md, "The embedded default").
+"""TFDS builder of the synthetic image-caption world (docs/method.md section 8.3).
 
 One record per image: the image (uint8 tensor), its 5 captions, its id, its scene attributes
 and what each caption says (see ``rest_jax.data.synthworld``). Splits train / validation / test
