@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from toy import run_dir_held_by_another_process
 
 from experiments.run_dir import (
     ConfigChanged,
@@ -54,21 +55,10 @@ def test_the_lock_is_exclusive_and_removed_on_exit_even_on_an_error(tmp_path):
 
 def test_a_lock_held_by_another_live_process_refuses(tmp_path):
     run = tmp_path / "x"
-    code = (
-        "import sys, time; from experiments.run_dir import RunDir\n"
-        "with RunDir(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with run_dir_held_by_another_process(run) as holder:
         with pytest.raises(RunDirLocked, match=rf"held by pid {holder.pid} on host"), RunDir(run):
             pass
         assert (run / ".lock").exists()  # not taken from its holder
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_stale_lock_is_taken_over_with_a_warning(tmp_path, capsys):

@@ -7,11 +7,10 @@ import json
 import pathlib
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 
 import pytest
+from toy import run_dir_held_by_another_process
 
 from experiments import data as study_data
 from experiments import main as main_job
@@ -157,15 +156,7 @@ def test_a_damaged_row_before_the_last_is_an_error_naming_file_and_line(finished
 
 def test_a_second_study_with_the_same_name_refuses(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "s"
-    code = (
-        "import sys, time; from experiments.run_dir import RunDir\n"
-        "with RunDir(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
-    )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with run_dir_held_by_another_process(run) as holder:
         no_data(monkeypatch)
         with pytest.raises(RunDirLocked) as err:
             main_job.main(["--name", "s", "--output-dir", str(tmp_path / "runs"), *TINY])
@@ -173,9 +164,6 @@ def test_a_second_study_with_the_same_name_refuses(tmp_path, monkeypatch):
         assert f"another study is running in {run}" in message
         assert f"pid {holder.pid} on host {socket.gethostname()}" in message
         assert not (run / "results.jsonl").exists() and not (run / "config.json").exists()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 # ------------------------------------------------------------------------------ item 9

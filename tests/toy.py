@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
@@ -114,3 +116,24 @@ def write_tiny_world_source(directory, image_size=16, n_eval=48):
     params = jax.tree.map(np.asarray, training.init_params(ClipModel(config), 0))
     record = {"world": world.to_dict(), "validation_clean_r1": None, "final_loss": None}
     return pretrained.save_world_source(directory, config, params, tokenizer, record)
+
+
+@contextlib.contextmanager
+def run_dir_held_by_another_process(run):
+    """A child process that holds ``RunDir(run)``'s lock while the block runs (yields it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; from experiments.run_dir import RunDir\n"
+        "with RunDir(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
