@@ -2,14 +2,12 @@
 
 The symmetric InfoNCE loss with a learnt temperature, AdamW with warm-up and cosine decay,
 one random caption per image per step; deterministic for a seed on a given machine.
-Checkpoints are written with orbax, next to a JSON file with the model and tokenizer configs.
+The trained model is written by :func:`rest_jax.pretrained.save_world_source`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -261,25 +259,3 @@ def train_contrastive_batches(
     for j, value in pending:
         losses[j] = float(value)
     return params, losses
-
-
-def save_source_model(directory: str | pathlib.Path, params: PyTree, metadata: dict) -> None:
-    """Writes ``params`` with orbax under ``directory/params`` and ``metadata`` as JSON."""
-    import orbax.checkpoint as ocp
-
-    directory = pathlib.Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(directory / "params", params, force=True)
-    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
-
-
-def load_source_model(directory: str | pathlib.Path, target: PyTree) -> tuple[PyTree, dict]:
-    """Reads what :func:`save_source_model` wrote; ``target`` gives the tree's shapes."""
-    import orbax.checkpoint as ocp
-
-    directory = pathlib.Path(directory).absolute()
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(directory / "params", target)
-    metadata = json.loads((directory / "metadata.json").read_text())
-    return params, metadata
