@@ -278,7 +278,10 @@ def test_sar_resets_to_the_initial_state_when_the_ema_drops():
 
     # new EMA = 0.9 ema + 0.1 L2 with L2 ~ 2 thr: above thr from ema = thr, below from ema = 0
     kept = step_from(threshold)
-    close(kept.metrics["ema"], 0.9 * threshold + 0.1 * float(kept.metrics["loss_second"]))
+    # float32 arithmetic against a float64 expectation: a few ulps apart
+    close(
+        kept.metrics["ema"], 0.9 * threshold + 0.1 * float(kept.metrics["loss_second"]), rtol=1e-6
+    )
     assert int(kept.metrics["sar_reset"]) == 0 and bool(kept.method_state.ema_defined)
     assert not np.array_equal(kept.adapted["ln"]["scale"], initial.adapted["ln"]["scale"])
     reset = step_from(0.0)
