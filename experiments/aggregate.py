@@ -57,29 +57,33 @@ def summary(rows: list[dict]) -> dict:
 
     ``mean_shifted_r1`` is the mean over the query-shift rows (group ``qs``; the oracle's own
     group for ``oracle``) of each seed, averaged over seeds; ``mean_shifted_r1_std`` is the
-    standard deviation over seeds of that per-seed mean. ``clean_r1`` is the source model's
-    clean R@1 (every method starts from it). ``mean_forgetting_r1`` (when measured) is the
-    mean change of clean R@1 after each query-shift stream.
+    standard deviation over seeds of that per-seed mean (the same for ``r10``). ``clean_r1``
+    and ``clean_r10`` are the source model's (every method starts from it).
+    ``mean_forgetting_r1`` (when measured) is the mean change of clean R@1 after each
+    query-shift stream.
     """
     out: dict[str, dict] = {}
     for direction in dict.fromkeys(r["direction"] for r in rows):
         drows = [r for r in rows if r["direction"] == direction]
-        clean = [r["r1"] for r in drows if r["group"] == "clean"]
-        clean_r1 = float(np.mean(clean)) if clean else None
+        clean = [r for r in drows if r["group"] == "clean"]
+        clean_r1 = float(np.mean([r["r1"] for r in clean])) if clean else None
+        clean_r10 = float(np.mean([r.get("r10", np.nan) for r in clean])) if clean else None
         per_method: dict[str, dict] = {}
         for method in dict.fromkeys(r["method"] for r in drows if r["group"] in ("qs", "oracle")):
             by_seed: dict[int, list[dict]] = {}
             for r in drows:
                 if r["method"] == method and r["group"] in ("qs", "oracle"):
                     by_seed.setdefault(r["seed"], []).append(r)
-            means = [float(np.mean([r["r1"] for r in rs])) for rs in by_seed.values()]
-            entry = {
-                "clean_r1": clean_r1,
-                "mean_shifted_r1": round(float(np.mean(means)), 2),
-                "mean_shifted_r1_std": round(_std(means), 2),
-                "seeds": len(means),
-                "shifts": len(next(iter(by_seed.values()))),
-            }
+            entry = {"clean_r1": clean_r1}
+            if clean_r10 is not None and not np.isnan(clean_r10):
+                entry["clean_r10"] = clean_r10
+            for metric in ("r1", "r10"):
+                if any(metric not in r for rs in by_seed.values() for r in rs):
+                    continue
+                means = [float(np.mean([r[metric] for r in rs])) for rs in by_seed.values()]
+                entry[f"mean_shifted_{metric}"] = round(float(np.mean(means)), 2)
+                entry[f"mean_shifted_{metric}_std"] = round(_std(means), 2)
+            entry.update(seeds=len(by_seed), shifts=len(next(iter(by_seed.values()))))
             forgetting = [
                 r["forgetting_r1"] for rs in by_seed.values() for r in rs if "forgetting_r1" in r
             ]

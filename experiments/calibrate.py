@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from experiments.config import StudyConfig, full_grid
+from experiments.config import StudyConfig
 from experiments.data import load_study_data
+from experiments.tasks.image_text import full_grid
 from rest_jax import study
 
 

@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 from experiments.config import StudyConfig
-from experiments.data import load_study_data
 from experiments.main import Runner
 from rest_jax.config import REST_DEFAULTS, AdaptConfig
 
@@ -57,8 +56,9 @@ def score(cfg: StudyConfig, data, overrides: dict) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source-model", default="", help="default: the shipped model")
-    parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
-    parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
+    parser.add_argument(
+        "--shifts", action="append", help="DIRECTION=SPEC,SPEC (default: the study's)"
+    )
     parser.add_argument("--out", default="docs/rest_defaults.md")
     parser.add_argument("--cache-dir", default=StudyConfig.cache_dir)
     args = parser.parse_args(argv)
@@ -66,11 +66,10 @@ def main(argv=None):
         split="validation",
         source_model=args.source_model,
         stream_seeds="0",
-        image_shifts=args.image_shifts,
-        text_shifts=args.text_shifts,
+        shifts=tuple(args.shifts or ()),
         cache_dir=args.cache_dir,
     )
-    data = load_study_data(cfg)
+    data = cfg.task_spec().load(cfg)
     start = time.perf_counter()
     current = {k: REST_DEFAULTS.get(k, getattr(AdaptConfig(), k)) for k in SEARCH}
     rows = []

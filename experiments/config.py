@@ -1,6 +1,6 @@
 """The study's one configuration: a dataclass, its command-line flags, and method overrides.
 
-Every field is a flag (``--methods source,tcr``, ``--image-shifts all``); ``--adapt KEY=VALUE``
+Every field is a flag (``--methods source,tcr``, ``--shifts i2t=all``); ``--adapt KEY=VALUE``
 overrides an :class:`rest_jax.AdaptConfig` field for every method and ``--adapt
 METHOD.KEY=VALUE`` for one method. The resolved configuration is written next to the results.
 
@@ -16,19 +16,19 @@ import dataclasses
 import textwrap
 import typing
 
+from experiments.tasks import TASKS, Task, get_task
 from rest_jax.config import HYPERPARAMETER_SETS
-from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS
 from rest_jax.data.streams import ORDERS
-from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS
 
 ALL_METHODS = "source,tent,eata,sar,read,shot,deyo,tcr,rest"
-CHAR_LEVEL = ("keyboard", "ocr", "char_insert", "char_substitute", "char_swap", "char_delete")
+AUTO = "auto"  # a grid field's value that means: the task's own default
 
 
 @dataclasses.dataclass
 class StudyConfig:
     """What a study runs. Defaults: the embedded SynthWorld study (see README)."""
 
+    task: str = "image-text"
     name: str = "default"
     output_dir: str = "runs"
     cache_dir: str = ".cache/rest_jax"
@@ -48,15 +48,14 @@ class StudyConfig:
 
     # The grid.
     methods: str = ALL_METHODS
-    directions: str = "i2t,t2i"
-    image_shifts: str = "gaussian_noise@3,zoom_blur@5,fog@1,jpeg_compression@3"
-    text_shifts: str = "keyboard@7,synonym_replacement@0.3"
+    directions: str = AUTO  # the task's directions
+    shifts: tuple[str, ...] = ()  # "DIRECTION=SPEC,SPEC" (or DIRECTION=all); else the task's
     t2i_captions_per_image: int = 1  # caption queries per image for t2i (0: all of them)
-    severity_sweep: str = "gaussian_noise"
+    severity_sweep: str = AUTO  # the task's swept shifts (image-text: gaussian_noise)
     severity_methods: str = "source,tcr,rest"
     diverse: str = "mixed,continual"
     diverse_methods: str = "source,tcr,rest"
-    diverse_directions: str = "i2t"
+    diverse_directions: str = AUTO  # the task's primary (first) direction
     diverse_total: int = 1000  # queries in a diverse stream, shared equally by its domains
     ablations: bool = True
     batch_size: int = 64
@@ -78,14 +77,50 @@ class StudyConfig:
     def method_list(self) -> list[str]:
         return _split(self.methods)
 
+    def task_spec(self) -> Task:
+        return get_task(self.task)
+
+    def primary_direction(self) -> str:
+        """The task's first direction: the severity sweep and REST's ablations run there."""
+        return self.task_spec().directions[0]
+
     def direction_list(self) -> list[str]:
+        if self.directions == AUTO:
+            return list(self.task_spec().directions)
         return _split(self.directions)
 
+    def diverse_direction_list(self) -> list[str]:
+        if self.diverse_directions == AUTO:
+            return [self.primary_direction()]
+        return _split(self.diverse_directions)
+
+    def severity_sweep_list(self) -> list[str]:
+        if self.severity_sweep == AUTO:
+            return _split(self.task_spec().severity_sweep)
+        return _split(self.severity_sweep)
+
+    def shift_overrides(self) -> dict[str, str]:
+        """``--shifts`` as ``{direction: "spec,spec"}`` (a later entry of a direction wins).
+
+        Raises:
+          ValueError: an entry is not ``DIRECTION=SPECS``.
+        """
+        out: dict[str, str] = {}
+        for item in self.shifts:
+            direction, sep, specs = item.partition("=")
+            direction = direction.strip()
+            if not sep or not direction or not specs.strip():
+                raise ValueError(f"--shifts expects DIRECTION=SPEC,SPEC, got {item!r}")
+            out[direction] = specs.strip()
+        return out
+
     def shift_list(self, direction: str) -> list[str]:
-        """The corruption@level specs of a direction, with ``all`` expanded."""
-        spec = self.image_shifts if direction == "i2t" else self.text_shifts
+        """The shift specs of a direction (``--shifts`` or the task's defaults), ``all``
+        expanded to the task's full grid."""
+        task = self.task_spec()
+        spec = self.shift_overrides().get(direction, task.default_shifts[direction])
         if spec == "all":
-            return full_grid(direction)
+            return task.full_grid(direction)
         return _split(spec)
 
 
@@ -98,7 +133,7 @@ GROUPS: dict[str, str] = {
     "  e.g. --dataset coco --data-dir DIR --checkpoint CLIP_DIR",
     GRID: "Which runs the study makes: methods x directions x query shifts, the severity\n"
     "sweep, the diverse-shift streams, REST's ablations, and how the queries stream.\n"
-    "  e.g. --methods source,tcr,rest --image-shifts all --text-shifts all",
+    "  e.g. --methods source,tcr,rest --shifts i2t=all --shifts t2i=all",
     ADAPT: "AdaptConfig fields (rest_jax/config.py) changed from each method's preset.\n"
     "  e.g. --adapt learning_rate=1e-3 --adapt rest.num_candidates=8",
     OUTPUT: "Where results and caches go.\n  e.g. --name full --output-dir runs",
@@ -110,6 +145,11 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "output_dir": (OUTPUT, "directory of the runs"),
     "cache_dir": (OUTPUT, "cache of the source model, the TFDS builds and XLA's compilations"),
     "seed": (DATA, "seed of the corruptions' random draws and of the methods' own randomness"),
+    "task": (
+        DATA,
+        "the retrieval task: " + ", ".join(TASKS) + " (each with its own data, model, "
+        "directions and shifts)",
+    ),
     "dataset": (
         DATA,
         "synthworld (generated; the shipped source model), coco or flickr (the Karpathy "
@@ -137,20 +177,32 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     ),
     "max_queries": (DATA, "keep the first N images of the split and their captions; 0: all"),
     "methods": (GRID, f"methods run on every shift, comma-separated, of {ALL_METHODS}"),
-    "directions": (GRID, "i2t (image queries, text gallery) and/or t2i, comma-separated"),
-    "image_shifts": (
+    "directions": (
         GRID,
-        "i2t query shifts, CORRUPTION@SEVERITY (1-5) comma-separated, or all (16 x 5)",
+        "query directions, comma-separated (image-text: i2t = image queries against the "
+        "captions, t2i); auto: all of the task's",
     ),
-    "text_shifts": (GRID, "t2i query shifts, CORRUPTION@LEVEL comma-separated, or all"),
+    "shifts": (
+        GRID,
+        "DIRECTION=SPEC,SPEC: the query shifts of a direction, e.g. i2t=fog@3,gaussian_noise@5 "
+        "(image corruptions at severity 1-5) or t2i=keyboard@5 (text corruptions), or "
+        "DIRECTION=all (the task's full grid); a direction not given keeps the task's defaults",
+    ),
     "t2i_captions_per_image": (GRID, "caption queries per image for t2i (0: all of them)"),
-    "severity_sweep": (GRID, "image corruptions also run at severities 1-5 (i2t); '': none"),
+    "severity_sweep": (
+        GRID,
+        "shifts also run at levels 1-5 on the task's first direction; auto: the task's "
+        "(image-text: gaussian_noise); '': none",
+    ),
     "severity_methods": (GRID, "methods of the severity sweep"),
     "diverse": (GRID, "diverse-shift streams over the shifts: mixed and/or continual; '': none"),
     "diverse_methods": (GRID, "methods of the diverse-shift streams"),
-    "diverse_directions": (GRID, "directions of the diverse-shift streams"),
+    "diverse_directions": (
+        GRID,
+        "directions of the diverse-shift streams; auto: the task's first direction",
+    ),
     "diverse_total": (GRID, "queries in a diverse stream, shared equally by its domains"),
-    "ablations": (GRID, "REST's ablations on the i2t shifts"),
+    "ablations": (GRID, "REST's ablations on the shifts of the task's first direction"),
     "batch_size": (GRID, "queries per stream batch"),
     "order": (
         GRID,
@@ -172,7 +224,7 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
 
 EPILOG = f"""examples:
   {PROG}                                  the default study (SynthWorld)
-  {PROG} --name full --image-shifts all --text-shifts all
+  {PROG} --name full --shifts i2t=all --shifts t2i=all
   {PROG} --methods source,rest --directions i2t --severity-sweep '' --diverse ''
   {PROG} --dataset coco --data-dir DIR --checkpoint CLIP_DIR
 
@@ -181,6 +233,7 @@ Results: OUTPUT_DIR/NAME/ (config.json, results.jsonl, table.md, plots/). See th
 DATASETS = ("synthworld", "coco", "flickr")
 SPLITS = ("test", "validation")
 CHOICES = {
+    "task": tuple(TASKS),
     "dataset": DATASETS,
     "split": SPLITS,
     "order": ORDERS,
@@ -191,17 +244,6 @@ DIVERSE_KINDS = ("mixed", "continual")
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def full_grid(direction: str) -> list[str]:
-    """Every corruption at every level: 16 x 5 image shifts, or the text types at their levels."""
-    if direction == "i2t":
-        return [f"{name}@{s}" for name in IMAGE_CORRUPTIONS for s in range(1, 6)]
-    out = []
-    for name in TEXT_CORRUPTIONS:
-        levels = range(1, 8) if name in CHAR_LEVEL else (0.3, 0.35)
-        out += [f"{name}@{level}" for level in levels]
-    return out
 
 
 def adapt_overrides(config: StudyConfig, method: str) -> dict[str, typing.Any]:
@@ -304,7 +346,7 @@ def build_parser(defaults: StudyConfig | None = None) -> argparse.ArgumentParser
         elif typing.get_origin(hint) is tuple:
             # Repeatable; given at all, it replaces the default instead of extending it.
             kwargs.update(action="append", type=typing.get_args(hint)[0], default=None)
-            kwargs["metavar"] = "KEY=VALUE" if field.name == "adapt" else None
+            kwargs["metavar"] = {"adapt": "KEY=VALUE", "shifts": "DIRECTION=SPECS"}.get(field.name)
         elif hint in (int, float, str):
             kwargs["type"] = hint
             if field.name in CHOICES:

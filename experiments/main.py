@@ -1,8 +1,9 @@
 """The main job: source model, clean retrieval, query shift, and what each method wins back.
 
     python -m experiments.main                       # the embedded SynthWorld study
-    python -m experiments.main --image-shifts all --text-shifts all   # the full grid
+    python -m experiments.main --shifts i2t=all --shifts t2i=all   # the full grid
     python -m experiments.main --dataset coco --data-dir DIR --checkpoint CLIP_DIR
+    python -m experiments.main --task NAME           # another task (experiments/tasks/)
 
 Writes ``runs/<name>/``: ``config.json`` (resolved config, versions, device, seed),
 ``results.jsonl`` (one row per run), ``table.md`` and ``plots/``. An interrupted run resumes:
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 import rest_jax
 from experiments import aggregate, oracle, plots, report, run_dir
 from experiments.config import StudyConfig, adapt_overrides, parse_args
-from experiments.data import load_study_data
+from experiments.tasks import TaskData
 from experiments.validate import validate_study_config
 from rest_jax import study
 
@@ -66,14 +67,15 @@ ABLATIONS = {
 def plan_runs(cfg: StudyConfig) -> list[dict]:
     """Every run of the study, in order: (group, direction, method, stream spec)."""
     runs = []
+    primary = cfg.primary_direction()
     for direction in cfg.direction_list():
         shifts = cfg.shift_list(direction)
         runs.append(dict(group="clean", direction=direction, method="source", shifts=["clean"]))
         for method in cfg.method_list():
             for shift in shifts:
                 runs.append(dict(group="qs", direction=direction, method=method, shifts=[shift]))
-        if direction == "i2t" and cfg.severity_sweep:
-            for name in study_split(cfg.severity_sweep):
+        if direction == primary:
+            for name in cfg.severity_sweep_list():
                 for method in study_split(cfg.severity_methods):
                     for severity in range(1, 6):
                         spec = f"{name}@{severity}"
@@ -86,7 +88,7 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
                                     shifts=[spec],
                                 )
                             )
-        for kind in study_split(cfg.diverse) if direction in cfg.diverse_directions else []:
+        for kind in study_split(cfg.diverse) if direction in cfg.diverse_direction_list() else []:
             for method in study_split(cfg.diverse_methods):
                 runs.append(dict(group=kind, direction=direction, method=method, shifts=shifts))
         if cfg.oracle:
@@ -94,7 +96,7 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
                 runs.append(
                     dict(group="oracle", direction=direction, method="oracle", shifts=[shift])
                 )
-        if cfg.ablations and direction == "i2t":
+        if cfg.ablations and direction == primary:
             for variant in ABLATIONS:
                 for shift in shifts:
                     runs.append(
@@ -117,33 +119,22 @@ def study_split(text: str) -> list[str]:
 
 
 class Runner:
-    """Holds the data, one adapter per (direction, method) and the shifted query sets."""
+    """Holds a task's data, one adapter per (direction, method) and the shifted query sets."""
 
-    def __init__(self, cfg: StudyConfig, data):
+    def __init__(self, cfg: StudyConfig, data: TaskData):
         self.cfg = cfg
         self.data = data
         self.adapters: dict[tuple[str, str], rest_jax.Adapter] = {}
         self.inputs: dict[tuple[str, str], np.ndarray] = {}
-        self.galleries = {
-            d: study.gallery_embeddings(data.split, d, data.towers) for d in cfg.direction_list()
-        }
-        # t2i may use only the first k captions of each image as queries (the gallery of i2t
-        # keeps every caption).
-        self.subset = {d: None for d in cfg.direction_list()}
-        if "t2i" in self.subset and cfg.t2i_captions_per_image:
-            ids = data.split.caption_image_ids
-            rank = np.array([np.sum(ids[:i] == ids[i]) for i in range(len(ids))])
-            self.subset["t2i"] = np.flatnonzero(rank < cfg.t2i_captions_per_image)
-        self.relevant = {
-            d: study.relevance(data.split, d)[self._rows(d)] for d in cfg.direction_list()
-        }
+        self.galleries = data.galleries
+        self.relevant = data.relevance
         self._clean_r1: dict[str, float] = {}
         self.oracle_config = oracle.OracleConfig()
 
     def adapter(self, direction: str, method: str) -> rest_jax.Adapter:
         key = (direction, method)
         if key not in self.adapters:
-            encoder, params, rules = self.data.towers.query_side(direction)
+            encoder, params, rules = self.data.query_side(direction)
             config = adapt_config(self.cfg, method, **ABLATIONS.get(method, {}))
             self.adapters[key] = rest_jax.Adapter.create(
                 encoder,
@@ -156,14 +147,10 @@ class Runner:
             )
         return self.adapters[key]
 
-    def _rows(self, direction: str):
-        subset = self.subset[direction]
-        return slice(None) if subset is None else subset
-
     def clean_r1(self, direction: str, adapter: rest_jax.Adapter) -> float:
         # Clean-query R@1 of the source model, computed once per direction.
         if direction not in self._clean_r1:
-            encoder, _, _ = self.data.towers.query_side(direction)
+            encoder, _, _ = self.data.query_side(direction)
             self._clean_r1[direction] = study.clean_retrieval(
                 encoder,
                 adapter.params(adapter.constants.initial),
@@ -176,10 +163,7 @@ class Runner:
     def queries(self, direction: str, spec: str) -> np.ndarray:
         key = (direction, spec)
         if key not in self.inputs:
-            domain = study.parse_domain(spec, direction)
-            self.inputs[key] = study.query_inputs(
-                self.data.split, direction, domain, self.data.towers, self.cfg.seed
-            )[self._rows(direction)]
+            self.inputs[key] = self.data.query_inputs(direction, spec, self.cfg.seed)
         return self.inputs[key]
 
     def run(self, run: dict) -> tuple[dict, dict]:
@@ -196,7 +180,7 @@ class Runner:
             **metrics,
             "rolled_back": int(result.rolled_back.sum()),
         }
-        encoder, _, _ = self.data.towers.query_side(direction)
+        encoder, _, _ = self.data.query_side(direction)
         clean = self.queries(direction, "clean")
         if run["kind"] != "single" or run["group"] == "qs":
             after = study.clean_retrieval(
@@ -219,7 +203,7 @@ class Runner:
     def stream(self, run: dict):
         """The planned stream of ``run`` (its seed sets the order) and its domains' inputs."""
         direction = run["direction"]
-        domains = [study.parse_domain(s, direction) for s in run["shifts"]]
+        domains = [study.Domain(s, "shift") for s in run["shifts"]]
         inputs = [self.queries(direction, s) for s in run["shifts"]]
         stream = study.make_stream(
             "+".join(run["shifts"]),
@@ -237,7 +221,7 @@ class Runner:
         """Supervised LayerNorm tuning on the stream's first half, scored on its second half."""
         direction = run["direction"]
         start = time.perf_counter()
-        encoder, params, rules = self.data.towers.query_side(direction)
+        encoder, params, rules = self.data.query_side(direction)
         stream, inputs = self.stream(run)
         order = stream.plan.ids[stream.plan.mask]  # query ids in stream order
         metrics = oracle.oracle_retrieval(
@@ -277,7 +261,7 @@ def run_study(cfg: StudyConfig, directory: run_dir.RunDir) -> pathlib.Path:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     (out / "traces").mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    data = load_study_data(cfg)
+    data = cfg.task_spec().load(cfg)
     resolved = {
         "study": {k: v for k, v in vars(cfg).items()},
         "methods": {
@@ -290,6 +274,9 @@ def run_study(cfg: StudyConfig, directory: run_dir.RunDir) -> pathlib.Path:
         "device_count": jax.device_count(),
         "seed": cfg.seed,
         "stream_seeds": cfg.stream_seed_list(),
+        "task": cfg.task,
+        "directions": cfg.direction_list(),
+        "shifts": {d: cfg.shift_list(d) for d in cfg.direction_list()},
         "hyperparameters": cfg.resolved_hyperparameters(),
         "oracle": dataclasses.asdict(oracle.OracleConfig()) if cfg.oracle else None,
         "command": " ".join(sys.argv),

@@ -23,6 +23,7 @@ import optax
 from rest_jax.masked import l2_normalize
 from rest_jax.metrics import retrieval_metrics
 from rest_jax.selection import combine, partition, select
+from rest_jax.study import take_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +71,7 @@ def oracle_retrieval(
     encoder,
     params,
     rules,
-    inputs: np.ndarray,
+    inputs,
     order: np.ndarray,
     gallery: np.ndarray,
     relevant: np.ndarray,
@@ -83,7 +84,7 @@ def oracle_retrieval(
       encoder: the query tower, ``encoder(params, inputs) -> (B, d)``.
       params: the source query-tower params.
       rules: the adapted-parameter rules (the same as test-time adaptation's).
-      inputs: (Q, ...) shifted query inputs, indexed by query id.
+      inputs: (Q, ...) shifted query inputs (an array or a dict of arrays), rows = query ids.
       order: the stream order of the query ids (the first half trains, the rest is scored).
       gallery: (N, d) L2-normalised gallery embeddings.
       relevant: (Q, R) relevant gallery ids per query, -1 padded.
@@ -114,13 +115,13 @@ def oracle_retrieval(
                 adapted,
                 opt_state,
                 frozen,
-                inputs[ids],
+                take_rows(inputs, ids),
                 positives[ids],
                 gallery,
                 cfg.tau,
             )
-    tuned = embed(encoder, combine(adapted, frozen), inputs[test_ids])
-    source = embed(encoder, params, inputs[test_ids])
+    tuned = embed(encoder, combine(adapted, frozen), take_rows(inputs, test_ids))
+    source = embed(encoder, params, take_rows(inputs, test_ids))
     out = retrieval_metrics(tuned @ np.asarray(gallery).T, relevant[test_ids])
     out["source_r1"] = retrieval_metrics(source @ np.asarray(gallery).T, relevant[test_ids])["r1"]
     return out

@@ -44,8 +44,17 @@ def r1_by_corruption(rows, out, direction):
     plt.close(fig)
 
 
+def _directions(rows) -> list[str]:
+    """The study's directions in order; the first is the task's primary one."""
+    return list(dict.fromkeys(r["direction"] for r in rows))
+
+
 def r1_vs_severity(rows, out):
-    sev = [r for r in rows if r["direction"] == "i2t" and r["group"] in ("severity", "qs")]
+    swept = [r["direction"] for r in rows if r["group"] == "severity"]
+    if not swept:
+        return
+    direction = swept[0]
+    sev = [r for r in rows if r["direction"] == direction and r["group"] in ("severity", "qs")]
     names = sorted({r["shifts"][0].split("@")[0] for r in rows if r["group"] == "severity"})
     if not names:
         return
@@ -60,7 +69,7 @@ def r1_vs_severity(rows, out):
             )
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=m)
-        ax.set_title(f"i2t, {name}")
+        ax.set_title(f"{direction}, {name}")
         ax.set_xlabel("severity")
         ax.set_ylabel("R@1 (%)")
         ax.legend(fontsize=7)
@@ -71,7 +80,9 @@ def r1_vs_severity(rows, out):
 
 def reference_cosine(rows, out):
     """cos(adaptation gradient, reference gradient) along a stream, with/without decoupling."""
-    qs = [r for r in rows if r["direction"] == "i2t" and r["group"] in ("qs", "ablation")]
+    ablated = [r["direction"] for r in rows if r["group"] == "ablation"]
+    direction = ablated[0] if ablated else _directions(rows)[0]
+    qs = [r for r in rows if r["direction"] == direction and r["group"] in ("qs", "ablation")]
     if not qs:
         return
     shift = qs[0]["shifts"][0]
@@ -94,7 +105,7 @@ def reference_cosine(rows, out):
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("optimisation step along the stream")
     ax.set_ylabel("cos(g, r)")
-    ax.set_title(f"i2t {shift}: adaptation vs pre-training gradient")
+    ax.set_title(f"{direction} {shift}: adaptation vs pre-training gradient")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "plots" / "reference_cosine.png", dpi=110)
@@ -124,7 +135,7 @@ def diagnostics(rows, out):
 def make_all(rows, out: pathlib.Path):
     out = pathlib.Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    for direction in ("i2t", "t2i"):
+    for direction in _directions(rows):
         r1_by_corruption(rows, out, direction)
     r1_vs_severity(rows, out)
     reference_cosine(rows, out)

@@ -45,12 +45,12 @@ def markdown(rows: list[dict], description: dict, summary: dict | None = None) -
     seeds = max((len(r.get("seeds", [])) for r in rows), default=1)
     out = [
         f"# Study results ({description.get('dataset')}, {description.get('split')} split: "
-        f"{description.get('images')} images, {description.get('captions')} captions)",
+        f"{description.get('contents')})",
         "",
         f"Every figure is the mean ± std over {seeds} stream orders.",
         "",
     ]
-    for direction in ("i2t", "t2i"):
+    for direction in dict.fromkeys(r["direction"] for r in rows):
         drows = [r for r in rows if r["direction"] == direction]
         if not drows:
             continue

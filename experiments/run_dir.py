@@ -49,8 +49,7 @@ NOT_COMPARED = {
     # group, direction, method and shifts), so a rerun may add rows to a finished study;
     "methods": "row selection",
     "directions": "row selection",
-    "image_shifts": "row selection",
-    "text_shifts": "row selection",
+    "shifts": "row selection",
     "severity_sweep": "row selection",
     "severity_methods": "row selection",
     "diverse": "row selection",

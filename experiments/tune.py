@@ -27,7 +27,6 @@ import numpy as np
 
 from experiments import oracle
 from experiments.config import StudyConfig
-from experiments.data import load_study_data
 from experiments.main import Runner
 
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
@@ -84,13 +83,12 @@ def run_grid(args) -> dict:
     cfg = StudyConfig(
         split="validation",
         directions=args.directions,
-        image_shifts=args.image_shifts,
-        text_shifts=args.text_shifts,
+        shifts=tuple(args.shifts or ()),
         source_model=args.source_model,
         hyperparameters="paper",
         max_queries=args.max_queries,
     )
-    runner = Runner(cfg, load_study_data(cfg))
+    runner = Runner(cfg, cfg.task_spec().load(cfg))
     grid: dict[str, dict] = {}
     for method in args.methods.split(","):
         for lr, steps in itertools.product(LEARNING_RATES, STEPS):
@@ -166,8 +164,9 @@ def main(argv=None):
     parser.add_argument("--out", default="docs/tuning.md")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--directions", default="i2t,t2i")
-    parser.add_argument("--image-shifts", default=StudyConfig.image_shifts)
-    parser.add_argument("--text-shifts", default=StudyConfig.text_shifts)
+    parser.add_argument(
+        "--shifts", action="append", help="DIRECTION=SPEC,SPEC (default: the study's)"
+    )
     parser.add_argument("--source-model", default="")
     parser.add_argument("--max-queries", type=int, default=0, help="images of the split used")
     parser.add_argument("--no-oracle", dest="oracle", action="store_false")
@@ -180,7 +179,7 @@ def main(argv=None):
     if args.render:
         grids = [json.loads(pathlib.Path(p).read_text()) for p in args.render]
         command = (
-            "python -m experiments.tune --directions i2t --image-shifts gaussian_noise@3,fog@1 "
+            "python -m experiments.tune --directions i2t --shifts i2t=gaussian_noise@3,fog@1 "
             "--json i2t.json` and `python -m experiments.tune --directions t2i --json t2i.json` "
             "(two processes at once), then `python -m experiments.tune --render i2t.json "
             "t2i.json"

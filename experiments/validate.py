@@ -1,6 +1,6 @@
 """Checks a study's flags before anything is prepared, one clear line per problem.
 
-Without it a typo (``--methods tnet``, ``--image-shifts fgo@5``, ``gaussian_noise@2.5``,
+Without it a typo (``--methods tnet``, ``--shifts i2t=fgo@5``, ``gaussian_noise@2.5``,
 ``--directions it2``) surfaces only after the source model is trained or the dataset is
 prepared, as a traceback from deep inside the run.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import pathlib
 
-from experiments.config import DATASETS, DIVERSE_KINDS, SPLITS, StudyConfig, adapt_overrides
+from experiments.config import AUTO, DATASETS, DIVERSE_KINDS, SPLITS, StudyConfig, adapt_overrides
+from experiments.tasks import TASKS, Task
+from experiments.tasks.base import check_spec_characters
 from rest_jax.config import PRESETS, AdaptConfig
-from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, SEVERITIES
 from rest_jax.data.streams import ORDERS
-from rest_jax.data.text_corruptions import CHAR_CORRUPTIONS, CHAR_LEVELS, TEXT_CORRUPTIONS
-from rest_jax.study import DIRECTIONS
 
 
 def _split(text: str) -> list[str]:
@@ -44,50 +43,38 @@ def _choice_problems(flag: str, text: str, choices: tuple[str, ...], what: str) 
     ]
 
 
-def _unknown(what: str, name: str, known, hint: str = "") -> str:
-    return f"unknown {what} {name!r}{hint}; known: {', '.join(known)}"
-
-
-def image_shift_problem(spec: str) -> str | None:
-    """Why ``spec`` is not an image shift ``name@severity`` (None when it is one)."""
-    name, at, level = spec.partition("@")
-    if name not in IMAGE_CORRUPTIONS:
-        hint = " (a text corruption: it goes in --text-shifts)" if name in TEXT_CORRUPTIONS else ""
-        return f"{spec}: {_unknown('image corruption', name, IMAGE_CORRUPTIONS, hint)}"
-    if not at or not level.isdigit() or int(level) not in SEVERITIES:
-        return f"{spec}: the severity of an image corruption is an integer 1-5 ({name}@3)"
-    return None
-
-
-def text_shift_problem(spec: str) -> str | None:
-    """Why ``spec`` is not a text shift ``name@level`` / ``name@rate`` (None when it is one)."""
-    name, at, level = spec.partition("@")
-    if name not in TEXT_CORRUPTIONS:
-        hint = (
-            " (an image corruption: it goes in --image-shifts)" if name in IMAGE_CORRUPTIONS else ""
-        )
-        return f"{spec}: {_unknown('text corruption', name, TEXT_CORRUPTIONS, hint)}"
-    if name in CHAR_CORRUPTIONS:
-        if not at or not level.isdigit() or int(level) not in CHAR_LEVELS:
-            return f"{spec}: the level of a character corruption is an integer 1-7 ({name}@5)"
-        return None
+def _shift_problems(cfg: StudyConfig, task: Task, directions: list[str]) -> list[str]:
     try:
-        rate = float(level) if "." in level else None
-    except ValueError:
-        rate = None
-    if rate is None or not 0.0 < rate <= 1.0:
-        return (
-            f"{spec}: the level of a word corruption is a rate in (0, 1] written with a "
-            f"decimal point ({name}@0.3)"
-        )
-    return None
+        overrides = cfg.shift_overrides()
+    except ValueError as error:
+        return [str(error)]
+    problems = [
+        f"--shifts {d}: unknown direction {d!r} of task {task.name}; expected one of "
+        f"{', '.join(task.directions)}"
+        for d in overrides
+        if d not in task.directions
+    ]
+    given = [d for d in overrides if d in task.directions and d not in directions]
+    for direction in [*directions, *given]:
+        if overrides.get(direction) == "all":
+            continue
+        for spec in _split(overrides.get(direction, task.default_shifts[direction])):
+            try:
+                check_spec_characters(spec)
+                task.check_shift(spec, direction)
+            except ValueError as error:
+                problems.append(f"--shifts {direction}: {error}")
+    return problems
 
 
-def _shift_problems(flag: str, text: str, direction: str) -> list[str]:
-    if text == "all":
-        return []
-    check = image_shift_problem if direction == "i2t" else text_shift_problem
-    return [f"{flag}: {problem}" for spec in _split(text) if (problem := check(spec))]
+def _severity_problems(cfg: StudyConfig, task: Task) -> list[str]:
+    problems = []
+    for name in cfg.severity_sweep_list():
+        try:
+            task.check_shift(f"{name}@1", task.directions[0])
+        except ValueError as error:
+            problems.append(f"--severity-sweep: {name}: {error}")
+    return problems
 
 
 def _adapt_problems(cfg: StudyConfig) -> list[str]:
@@ -166,24 +153,25 @@ def _data_problems(cfg: StudyConfig) -> list[str]:
 
 def study_config_problems(cfg: StudyConfig) -> list[str]:
     """Every problem of a study's flags, one line each (empty when there is none)."""
+    if cfg.task not in TASKS:
+        return [f"--task: unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}"]
+    task = cfg.task_spec()
     problems = _data_problems(cfg)
-    problems += _choice_problems("--directions", cfg.directions, DIRECTIONS, "direction")
-    problems += _choice_problems(
-        "--diverse-directions", cfg.diverse_directions, DIRECTIONS, "direction"
-    )
+    for flag, text in (
+        ("--directions", cfg.directions),
+        ("--diverse-directions", cfg.diverse_directions),
+    ):
+        if text != AUTO:
+            problems += _choice_problems(flag, text, task.directions, "direction")
     for flag, text in (
         ("--methods", cfg.methods),
         ("--severity-methods", cfg.severity_methods),
         ("--diverse-methods", cfg.diverse_methods),
     ):
         problems += _method_problems(flag, text)
-    problems += _shift_problems("--image-shifts", cfg.image_shifts, "i2t")
-    problems += _shift_problems("--text-shifts", cfg.text_shifts, "t2i")
-    problems += [
-        f"--severity-sweep: {_unknown('image corruption', name, IMAGE_CORRUPTIONS)}"
-        for name in _split(cfg.severity_sweep)
-        if name not in IMAGE_CORRUPTIONS
-    ]
+    directions = [d for d in cfg.direction_list() if d in task.directions]
+    problems += _shift_problems(cfg, task, directions)
+    problems += _severity_problems(cfg, task)
     problems += _choice_problems("--diverse", cfg.diverse, DIVERSE_KINDS, "diverse stream")
     if cfg.order not in ORDERS:
         problems.append(
@@ -197,11 +185,12 @@ def study_config_problems(cfg: StudyConfig) -> list[str]:
 def validate_study_config(cfg: StudyConfig) -> None:
     """Raises a ValueError listing every problem of the study's flags, one per line.
 
-    Checked: dataset, split and (real data) data directory and checkpoint; directions;
-    methods (``--methods``, ``--severity-methods``, ``--diverse-methods``: presets or REST's
-    ablations); image shifts (a known corruption at an integer severity 1-5, or ``all``);
-    text shifts (a known corruption at an integer level 1-7, or a rate in (0, 1] for word
-    corruptions); the severity sweep's corruptions; diverse stream kinds; the stream order;
+    Checked: the task; dataset, split and (real data) data directory and checkpoint;
+    directions (the task's); methods (``--methods``, ``--severity-methods``,
+    ``--diverse-methods``: presets or REST's ablations); ``--shifts`` (the task's directions,
+    each spec checked by the task: image-text takes a known image corruption at an integer
+    severity 1-5 for i2t, a text corruption at an integer level 1-7 or a rate in (0, 1] for
+    t2i, or ``all``); the severity sweep's shifts; diverse stream kinds; the stream order;
     counts that must be positive; ``--adapt`` keys, methods and the configurations they give.
     """
     problems = study_config_problems(cfg)

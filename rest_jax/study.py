@@ -85,7 +85,7 @@ class Domain:
     """One domain of shifted queries: e.g. ``gaussian_noise@5`` image queries."""
 
     name: str
-    kind: str  # "image", "text" or "clean"
+    kind: str  # "image", "text", "clean", or "shift" (a task's own spec, named in full)
     level: Any = None  # severity (image) / level or rate (text)
 
     @property
@@ -138,17 +138,34 @@ def query_inputs(split: RetrievalSplit, direction: str, domain: Domain, towers: 
     return towers.text_inputs(captions)
 
 
+def num_rows(inputs) -> int:
+    """The number of queries in ``inputs`` (an array or a pytree of arrays, rows first)."""
+    sizes = {np.shape(x)[0] for x in jax.tree.leaves(inputs)}
+    if len(sizes) != 1:
+        raise ValueError(f"every input array needs the same number of rows, got {sorted(sizes)}")
+    return sizes.pop()
+
+
+def take_rows(inputs, rows):
+    """``inputs[rows]`` for an array or a pytree of arrays (rows: ids, mask or slice)."""
+    return jax.tree.map(lambda x: np.asarray(x)[rows], inputs)
+
+
 def embed(encoder, params, inputs, batch_size: int = 256) -> np.ndarray:
-    """L2-normalised embeddings of ``inputs`` in fixed-size padded batches (one compilation)."""
+    """L2-normalised embeddings of ``inputs`` (an array or a pytree of arrays) in fixed-size
+    padded batches (one compilation)."""
     forward = _jitted_forward(encoder)
-    n = len(inputs)
+    n = num_rows(inputs)
     out = []
     for start in range(0, n, batch_size):
-        chunk = np.asarray(inputs[start : start + batch_size])
-        pad = batch_size - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, axis=0)])
-        out.append(forward(params, chunk)[: batch_size - pad])
+        chunk = take_rows(inputs, slice(start, start + batch_size))
+        real = min(batch_size, n - start)
+        if real < batch_size:
+            chunk = jax.tree.map(
+                lambda x, r=real: np.concatenate([x, np.repeat(x[:1], batch_size - r, axis=0)]),
+                chunk,
+            )
+        out.append(forward(params, chunk)[:real])
     return np.asarray(jnp.concatenate(out))
 
 
@@ -200,7 +217,7 @@ def make_stream(
 
     A diverse stream holds ``total`` queries (default: every query of every domain), shared
     equally by its domains; each domain contributes the first queries of its stream order."""
-    sizes = [len(x) for x in inputs]
+    sizes = [num_rows(x) for x in inputs]
     if len(set(sizes)) != 1:
         raise ValueError(f"every domain needs the same query set; sizes {sizes}")
     if kind == "single":

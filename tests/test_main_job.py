@@ -23,7 +23,7 @@ def test_synthworld_pipeline_every_method(tmp_path):
     args = [
         "--name", "smoke", "--output-dir", str(tmp_path / "runs"),
         "--cache-dir", str(tmp_path / "cache"), "--source-model", str(tmp_path / "source"),
-        "--directions", "i2t", "--image-shifts", "gaussian_noise@5", "--stream-seeds", "0,1",
+        "--directions", "i2t", "--shifts", "i2t=gaussian_noise@5", "--stream-seeds", "0,1",
         "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "16",
     ]  # fmt: skip
     out = main_job.main(args)
@@ -119,8 +119,8 @@ def test_real_path_on_tiny_clip_and_coco_fixture(tmp_path):
         "--name", "real", "--output-dir", str(tmp_path / "runs"),
         "--cache-dir", str(tmp_path / "cache"), "--dataset", "coco",
         "--data-dir", str(tmp_path / "coco"), "--checkpoint", str(tmp_path / "clip"),
-        "--methods", "source,tcr,rest", "--image-shifts", "gaussian_noise@5",
-        "--text-shifts", "keyboard@5", "--severity-sweep", "", "--diverse", "mixed",
+        "--methods", "source,tcr,rest", "--shifts", "i2t=gaussian_noise@5",
+        "--shifts", "t2i=keyboard@5", "--severity-sweep", "", "--diverse", "mixed",
         "--diverse-directions", "i2t,t2i", "--no-ablations", "--batch-size", "4",
         "--adapt", "rest.num_candidates=2", "--stream-seeds", "0",
     ]  # fmt: skip

@@ -95,7 +95,7 @@ def test_defaults_and_values_parse(tmp_path):
     got = parse_args(
         [
             "--batch-size", "16", "--no-ablations", "--adapt", "steps=2",
-            "--adapt", "rest.num_candidates=8", "--image-shifts", "all", "--order", "seeded",
+            "--adapt", "rest.num_candidates=8", "--shifts", "i2t=all", "--order", "seeded",
             "--severity-sweep", "", "--diverse", "",
         ]
     )  # fmt: skip
@@ -121,10 +121,14 @@ def test_defaults_and_values_parse(tmp_path):
         (["--severity-methods", "rset"], "--severity-methods: unknown method 'rset'"),
         (["--directions", "i2t,x2y"], "--directions: unknown direction 'x2y'"),
         (["--diverse", "mixd"], "--diverse: unknown diverse stream 'mixd'"),
-        (["--severity-sweep", "fgo"], "--severity-sweep: unknown image corruption 'fgo'"),
-        (["--image-shifts", "gausian_noise@5"], "--image-shifts: .*unknown image corruption"),
-        (["--image-shifts", "fog"], "--image-shifts: fog: the severity .* is an integer 1-5"),
-        (["--text-shifts", "fog@3"], "--text-shifts: fog@3: unknown text corruption 'fog'"),
+        (["--severity-sweep", "fgo"], "--severity-sweep: fgo: .*unknown image corruption 'fgo'"),
+        (["--shifts", "i2t=gausian_noise@5"], "--shifts i2t: .*unknown image corruption"),
+        (["--shifts", "i2t=fog"], "--shifts i2t: fog: the severity .* is an integer 1-5"),
+        (["--shifts", "t2i=fog@3"], "--shifts t2i: fog@3: unknown text corruption 'fog'"),
+        (["--shifts", "x2y=fog@3"], "--shifts x2y: unknown direction 'x2y' of task image-text"),
+        (["--shifts", "i2t"], "--shifts expects DIRECTION=SPEC,SPEC, got 'i2t'"),
+        (["--shifts", "i2t=fog@1+fog@2"], "--shifts i2t: 'fog@1\\+fog@2': a shift is a non-empty"),
+        (["--task", "audio"], "argument --task: invalid choice: 'audio'"),
         (["--adapt", "learnig_rate=1e-3"], "'learnig_rate' is not an AdaptConfig field"),
         (["--adapt", "steps=0"], "--adapt: an invalid configuration .*steps must be >= 1"),
         (["--adapt", "steps"], "--adapt steps: expected KEY=VALUE"),

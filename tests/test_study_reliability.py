@@ -20,7 +20,7 @@ from experiments.run_dir import ConfigChanged, RunDirLocked
 SOURCE = pathlib.Path(tempfile.mkdtemp(prefix="tiny_world_source_"))
 TINY = [
     "--source-model", str(SOURCE), "--max-queries", "16", "--stream-seeds", "0", "--no-oracle",
-    "--directions", "i2t", "--methods", "source,tent", "--image-shifts", "gaussian_noise@5",
+    "--directions", "i2t", "--methods", "source,tent", "--shifts", "i2t=gaussian_noise@5",
     "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "8",
 ]  # fmt: skip
 KEYS = [
@@ -76,7 +76,7 @@ def no_data(monkeypatch):
     def refuse(cfg):
         raise AssertionError("data was prepared")
 
-    monkeypatch.setattr(main_job, "load_study_data", refuse)
+    monkeypatch.setattr(study_data, "load_study_data", refuse)
 
 
 # ------------------------------------------------------------------------------ item 2
@@ -174,25 +174,28 @@ def test_a_second_study_with_the_same_name_refuses(tmp_path, monkeypatch):
     [
         (["--methods", "source,tnet"], ["--methods: unknown method 'tnet'"]),
         (
-            ["--image-shifts", "fgo@5,gaussian_noise@2.5,keyboard@2"],
+            ["--shifts", "i2t=fgo@5,gaussian_noise@2.5,keyboard@2"],
             [
-                "--image-shifts: fgo@5: unknown image corruption 'fgo'",
-                "--image-shifts: gaussian_noise@2.5: the severity of an image corruption is an "
+                "--shifts i2t: fgo@5: unknown image corruption 'fgo'",
+                "--shifts i2t: gaussian_noise@2.5: the severity of an image corruption is an "
                 "integer 1-5",
-                "--image-shifts: keyboard@2: unknown image corruption 'keyboard' (a text "
-                "corruption: it goes in --text-shifts)",
+                "--shifts i2t: keyboard@2: unknown image corruption 'keyboard' (a text "
+                "corruption: it shifts t2i queries)",
             ],
         ),
         (
-            ["--text-shifts", "keyboard@9,synonym_replacement@1,typo@1"],
+            ["--shifts", "t2i=keyboard@9,synonym_replacement@1,typo@1"],
             [
-                "--text-shifts: keyboard@9: the level of a character corruption is an integer 1-7",
-                "--text-shifts: synonym_replacement@1: the level of a word corruption is a rate",
-                "--text-shifts: typo@1: unknown text corruption 'typo'",
+                "--shifts t2i: keyboard@9: the level of a character corruption is an integer 1-7",
+                "--shifts t2i: synonym_replacement@1: the level of a word corruption is a rate",
+                "--shifts t2i: typo@1: unknown text corruption 'typo'",
             ],
         ),
         (["--directions", "i2t,it2"], ["--directions: unknown direction 'it2'"]),
-        (["--severity-sweep", "fog,snowy"], ["--severity-sweep: unknown image corruption 'snowy'"]),
+        (
+            ["--severity-sweep", "fog,snowy"],
+            ["--severity-sweep: snowy: snowy@1: unknown image corruption 'snowy'"],
+        ),
         (["--diverse", "mixd"], ["--diverse: unknown diverse stream 'mixd'"]),
         (
             ["--adapt", "tent.lerning_rate=1", "--adapt", "tnet.steps=2"],
@@ -230,7 +233,7 @@ def test_the_default_flags_are_valid():
     from experiments.validate import study_config_problems
 
     assert study_config_problems(StudyConfig()) == []
-    assert study_config_problems(StudyConfig(image_shifts="all", text_shifts="all")) == []
+    assert study_config_problems(StudyConfig(shifts=("i2t=all", "t2i=all"))) == []
 
 
 # ------------------------------------------------------------------------------ item 1
