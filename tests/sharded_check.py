@@ -122,7 +122,9 @@ def main():
     print(f"processes={jax.process_count()} devices={jax.device_count()}")
     mesh = gallery_mesh()
     check_topk(mesh)
-    check_refinement(mesh)
+    if jax.process_count() == 1:
+        # Across processes the rest stream below runs the same refinement on a sharded gallery.
+        check_refinement(mesh)
     check_rest_stream(mesh)
     if jax.process_count() > 1:
         check_no_checkpoints_across_processes(mesh)
