@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from experiments.config import StudyConfig
-from experiments.main import Runner
+from experiments.main import Runner, single_run
 from rest_jax.config import REST_DEFAULTS, AdaptConfig
 
 SEARCH = {
@@ -37,17 +37,7 @@ def score(cfg: StudyConfig, data, overrides: dict) -> dict:
     out = {}
     for direction in cfg.direction_list():
         for shift in cfg.shift_list(direction):
-            run = dict(
-                group="qs",
-                direction=direction,
-                method="rest",
-                shifts=[shift],
-                kind="single",
-                seed=0,
-                key=f"{direction}|{shift}",
-                run_key=f"{direction}|{shift}",
-            )
-            row, _ = runner.run(run)
+            row, _ = runner.run(single_run(direction, shift, "rest", 0))
             out[f"{direction}:{shift}"] = row["r1"]
     out["mean"] = float(np.mean(list(out.values())))
     return out

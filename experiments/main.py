@@ -114,6 +114,22 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
     return seeded
 
 
+def single_run(direction: str, shift: str, method: str, seed: int, group: str = "qs") -> dict:
+    """A run of one method on one shift's stream (stream order ``seed``), outside a plan
+    (tuning, the defaults search, the oracle's room)."""
+    key = f"{direction}|{shift}"
+    return dict(
+        group=group,
+        direction=direction,
+        method=method,
+        shifts=[shift],
+        kind="single",
+        seed=seed,
+        key=key,
+        run_key=key,
+    )
+
+
 def study_split(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 

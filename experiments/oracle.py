@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rest_jax.data.streams import take_rows
 from rest_jax.masked import l2_normalize
 from rest_jax.metrics import retrieval_metrics
 from rest_jax.selection import combine, partition, select
-from rest_jax.study import take_rows
 
 
 @dataclasses.dataclass(frozen=True)

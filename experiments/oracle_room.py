@@ -17,7 +17,7 @@ import time
 
 from experiments import oracle
 from experiments.config import StudyConfig
-from experiments.main import Runner
+from experiments.main import Runner, single_run
 
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 
@@ -25,17 +25,7 @@ LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 def measure(runner: Runner, direction: str, shift: str, learning_rate: float, epochs: int):
     """(oracle R@1, source R@1) on the second half of the seed-0 stream of ``shift``."""
     runner.oracle_config = oracle.OracleConfig(learning_rate=learning_rate, epochs=epochs)
-    run = dict(
-        group="oracle",
-        direction=direction,
-        method="oracle",
-        shifts=[shift],
-        kind="single",
-        seed=0,
-        key=shift,
-        run_key=shift,
-    )
-    row = runner.run_oracle(run)
+    row = runner.run_oracle(single_run(direction, shift, "oracle", 0, group="oracle"))
     return row["r1"], row["source_r1"]
 
 

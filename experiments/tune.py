@@ -27,7 +27,7 @@ import numpy as np
 
 from experiments import oracle
 from experiments.config import StudyConfig
-from experiments.main import Runner
+from experiments.main import Runner, single_run
 
 LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 STEPS = (1, 3)
@@ -38,21 +38,11 @@ ORACLE_EPOCHS = (5, 10)
 
 def streams(cfg: StudyConfig) -> list[dict]:
     """One single-domain run per default shift and direction (stream order ``cfg.seed``)."""
-    runs = []
-    for direction in cfg.direction_list():
-        for shift in cfg.shift_list(direction):
-            runs.append(
-                dict(
-                    group="qs",
-                    direction=direction,
-                    shifts=[shift],
-                    kind="single",
-                    seed=cfg.seed,
-                    key=f"{direction}|{shift}",
-                    run_key=f"{direction}|{shift}",
-                )
-            )
-    return runs
+    return [
+        single_run(direction, shift, "", cfg.seed)
+        for direction in cfg.direction_list()
+        for shift in cfg.shift_list(direction)
+    ]
 
 
 def score_method(runner: Runner, method: str, overrides: dict) -> dict[str, float]:

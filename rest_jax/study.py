@@ -138,27 +138,14 @@ def query_inputs(split: RetrievalSplit, direction: str, domain: Domain, towers: 
     return towers.text_inputs(captions)
 
 
-def num_rows(inputs) -> int:
-    """The number of queries in ``inputs`` (an array or a pytree of arrays, rows first)."""
-    sizes = {np.shape(x)[0] for x in jax.tree.leaves(inputs)}
-    if len(sizes) != 1:
-        raise ValueError(f"every input array needs the same number of rows, got {sorted(sizes)}")
-    return sizes.pop()
-
-
-def take_rows(inputs, rows):
-    """``inputs[rows]`` for an array or a pytree of arrays (rows: ids, mask or slice)."""
-    return jax.tree.map(lambda x: np.asarray(x)[rows], inputs)
-
-
 def embed(encoder, params, inputs, batch_size: int = 256) -> np.ndarray:
-    """L2-normalised embeddings of ``inputs`` (an array or a pytree of arrays) in fixed-size
+    """L2-normalised embeddings of ``inputs`` (an array or a dict of arrays) in fixed-size
     padded batches (one compilation)."""
     forward = _jitted_forward(encoder)
-    n = num_rows(inputs)
+    n = streams.num_rows(inputs)
     out = []
     for start in range(0, n, batch_size):
-        chunk = take_rows(inputs, slice(start, start + batch_size))
+        chunk = streams.take_rows(inputs, slice(start, start + batch_size))
         real = min(batch_size, n - start)
         if real < batch_size:
             chunk = jax.tree.map(
@@ -217,7 +204,7 @@ def make_stream(
 
     A diverse stream holds ``total`` queries (default: every query of every domain), shared
     equally by its domains; each domain contributes the first queries of its stream order."""
-    sizes = [num_rows(x) for x in inputs]
+    sizes = [streams.num_rows(x) for x in inputs]
     if len(set(sizes)) != 1:
         raise ValueError(f"every domain needs the same query set; sizes {sizes}")
     if kind == "single":

@@ -251,15 +251,17 @@ class Batch(TypedDict):
     domain: np.ndarray
 
 
-def _gather(inputs: Any, rows: np.ndarray) -> Any:
+def take_rows(inputs: Any, rows) -> Any:
+    """``inputs[rows]`` for an array or a dict of arrays (rows: ids, a mask or a slice)."""
     if isinstance(inputs, Mapping):
-        return {k: _gather(v, rows) for k, v in inputs.items()}
+        return {k: take_rows(v, rows) for k, v in inputs.items()}
     return np.asarray(inputs)[rows]
 
 
-def _leading_size(inputs: Any) -> int:
+def num_rows(inputs: Any) -> int:
+    """The number of queries in ``inputs`` (an array or a dict of arrays, rows first)."""
     if isinstance(inputs, Mapping):
-        sizes = {_leading_size(v) for v in inputs.values()}
+        sizes = {num_rows(v) for v in inputs.values()}
         if len(sizes) != 1:
             raise ValueError(f"inputs of one domain disagree on their length: {sorted(sizes)}")
         return sizes.pop()
@@ -281,7 +283,7 @@ def iterate_batches(
         raise ValueError(f"unknown pad mode {pad!r}; expected one of {PAD_MODES}")
     if isinstance(domain_inputs, Mapping | np.ndarray):
         domain_inputs = [domain_inputs]
-    sizes = [_leading_size(x) for x in domain_inputs]
+    sizes = [num_rows(x) for x in domain_inputs]
     used = plan.domain[plan.mask]
     if len(used) and used.max() >= len(domain_inputs):
         raise ValueError(f"plan uses domain {used.max()} but {len(domain_inputs)} were given")
@@ -295,7 +297,7 @@ def iterate_batches(
         pieces = []
         for d in np.unique(domain[mask]).tolist():
             rows = np.nonzero(mask & (domain == d))[0]
-            pieces.append((rows, _gather(domain_inputs[d], ids[rows])))
+            pieces.append((rows, take_rows(domain_inputs[d], ids[rows])))
         yield {
             "inputs": _assemble(pieces, len(ids), first, pad),
             "mask": mask.copy(),
@@ -328,7 +330,7 @@ def query_shift_stream(
     inputs: Any, batch_size: int = 64, order: str = "reference", seed: int = 0, pad: str = "first"
 ) -> Iterator[Batch]:
     """Batches of one shifted domain (QS): ``iterate_batches(single_domain_plan(...))``."""
-    plan = single_domain_plan(_leading_size(inputs), batch_size, order, seed)
+    plan = single_domain_plan(num_rows(inputs), batch_size, order, seed)
     return iterate_batches(plan, [inputs], pad)
 
 
@@ -342,7 +344,7 @@ def mixed_stream(
     pad: str = "first",
 ) -> Iterator[Batch]:
     """Batches of a ``mixed`` diverse-shift stream (see ``mixed_plan``)."""
-    sizes = [_leading_size(x) for x in domain_inputs]
+    sizes = [num_rows(x) for x in domain_inputs]
     plan = mixed_plan(sizes, proportions, total, batch_size, seed, order)
     return iterate_batches(plan, domain_inputs, pad)
 
@@ -356,6 +358,6 @@ def continual_stream(
     pad: str = "first",
 ) -> Iterator[Batch]:
     """Batches of a ``continual`` diverse-shift stream (see ``continual_plan``)."""
-    sizes = [_leading_size(x) for x in domain_inputs]
+    sizes = [num_rows(x) for x in domain_inputs]
     plan = continual_plan(sizes, batch_size, order, seed, split_at_domains)
     return iterate_batches(plan, domain_inputs, pad)
