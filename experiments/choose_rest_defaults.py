@@ -25,7 +25,7 @@ from rest_jax.config import REST_DEFAULTS, AdaptConfig
 SEARCH = {
     "num_candidates": [2, 4, 8],
     "consistency_weight": [0.0, 0.5, 1.0, 2.0],
-    "consistency_tau": [0.05, 0.1],
+    "consistency_temperature": [0.05, 0.1],
     "decoupling_beta": [0.0, 0.1, 0.3],
     "learning_rate": [1e-4, 3e-4, 1e-3, 3e-3],
 }

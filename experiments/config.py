@@ -16,6 +16,7 @@ import dataclasses
 import textwrap
 import typing
 
+from experiments.lists import comma_list
 from experiments.tasks import TASKS, Task, get_task
 from rest_jax.config import HYPERPARAMETER_SETS
 from rest_jax.data.streams import ORDERS
@@ -66,7 +67,7 @@ class StudyConfig:
     adapt: tuple[str, ...] = ()  # AdaptConfig overrides, "KEY=VALUE" or "METHOD.KEY=VALUE"
 
     def stream_seed_list(self) -> list[int]:
-        return [int(s) for s in _split(self.stream_seeds)]
+        return [int(s) for s in comma_list(self.stream_seeds)]
 
     def resolved_hyperparameters(self) -> str:
         """``auto``: the world's tuned values on SynthWorld, the published ones elsewhere."""
@@ -75,7 +76,7 @@ class StudyConfig:
         return "synthworld" if self.dataset == "synthworld" else "paper"
 
     def method_list(self) -> list[str]:
-        return _split(self.methods)
+        return comma_list(self.methods)
 
     def task_spec(self) -> Task:
         return get_task(self.task)
@@ -87,17 +88,17 @@ class StudyConfig:
     def direction_list(self) -> list[str]:
         if self.directions == AUTO:
             return list(self.task_spec().directions)
-        return _split(self.directions)
+        return comma_list(self.directions)
 
     def diverse_direction_list(self) -> list[str]:
         if self.diverse_directions == AUTO:
             return [self.primary_direction()]
-        return _split(self.diverse_directions)
+        return comma_list(self.diverse_directions)
 
     def severity_sweep_list(self) -> list[str]:
         if self.severity_sweep == AUTO:
-            return _split(self.task_spec().severity_sweep)
-        return _split(self.severity_sweep)
+            return comma_list(self.task_spec().severity_sweep)
+        return comma_list(self.severity_sweep)
 
     def shift_overrides(self) -> dict[str, str]:
         """``--shifts`` as ``{direction: "spec,spec"}`` (a later entry of a direction wins).
@@ -121,7 +122,7 @@ class StudyConfig:
         spec = self.shift_overrides().get(direction, task.default_shifts[direction])
         if spec == "all":
             return task.full_grid(direction)
-        return _split(spec)
+        return comma_list(spec)
 
 
 PROG = "python -m experiments.main"
@@ -240,10 +241,6 @@ CHOICES = {
     "hyperparameters": ("auto", *HYPERPARAMETER_SETS),
 }
 DIVERSE_KINDS = ("mixed", "continual")
-
-
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def adapt_overrides(config: StudyConfig, method: str) -> dict[str, typing.Any]:

@@ -3,7 +3,7 @@
     python -m experiments.cpu_profile --preset small --method tcr --batch-size 64 \
         --gallery 5000 --batches 20 --out OUT_DIR
 
-Builds one row of experiments/bench_gpu.py (same tower, gallery, inputs and compiled step,
+Builds one row of experiments/bench_gpu/ (same tower, gallery, inputs and compiled step,
 image queries, fp32) and reports:
 
 - XLA's ``compiled.cost_analysis()``: FLOPs, bytes accessed, transcendentals. XLA counts a

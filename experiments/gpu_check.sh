@@ -137,7 +137,7 @@ RATIO=$("${BENCH[@]}" "${FIRST[@]}" "${FAST[@]}" --rest-ratio 2>>"$LOG")
 stage "rest/tent time ($PRECISION ${FAST[*]}, image B=64 N=25k): $RATIO"
 if python -c "import sys; sys.exit(0 if float('$RATIO') > 1.1 else 1)" 2>/dev/null; then
   jax_stage 30 "REST ablations" "${FIRST[@]}" "${FAST[@]}" \
-    --methods rest-k1,rest-nodecouple,rest-con
+    --methods rest-no_refinement,rest-no_decoupling,rest-with_consistency
 fi
 [ "$PRESET" = small ] || jax_stage 25 "image B=64 N=25k, tcr fp32/tf32" --modalities image \
   --batch-sizes 64 --galleries 25000 --methods tcr --precisions fp32,tf32

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 import rest_jax
 from experiments import aggregate, oracle, plots, report, run_dir
+from experiments.ablations import ABLATIONS
 from experiments.config import StudyConfig, adapt_overrides, parse_args
+from experiments.lists import comma_list
 from experiments.tasks import TaskData
 from experiments.validate import validate_study_config
 from rest_jax import study
@@ -50,18 +52,15 @@ def versions() -> dict[str, str]:
     }
 
 
+# Methods whose cos(g, r) the study records without decoupling (the reference-cosine plot).
+LOGGED_REFERENCE_COSINE = ("tent",)
+
+
 def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig:
     base = rest_jax.preset(method.split("-")[0], cfg.resolved_hyperparameters())
+    if method in LOGGED_REFERENCE_COSINE:
+        extra = {"record_reference_cosine": True, **extra}
     return base.replace(**{**adapt_overrides(cfg, method), **extra})
-
-
-# Each flips one of REST's parts from the preset (whose L_CON is off since the validation
-# search, docs/rest_defaults.md).
-ABLATIONS = {
-    "rest-no_decoupling": dict(decoupling=False),
-    "rest-no_refinement": dict(num_candidates=1, dedup=False),
-    "rest-with_consistency": dict(consistency_weight=1.0),
-}
 
 
 def plan_runs(cfg: StudyConfig) -> list[dict]:
@@ -76,7 +75,7 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
                 runs.append(dict(group="qs", direction=direction, method=method, shifts=[shift]))
         if direction == primary:
             for name in cfg.severity_sweep_list():
-                for method in study_split(cfg.severity_methods):
+                for method in comma_list(cfg.severity_methods):
                     for severity in range(1, 6):
                         spec = f"{name}@{severity}"
                         if spec not in shifts or method not in cfg.method_list():
@@ -88,8 +87,8 @@ def plan_runs(cfg: StudyConfig) -> list[dict]:
                                     shifts=[spec],
                                 )
                             )
-        for kind in study_split(cfg.diverse) if direction in cfg.diverse_direction_list() else []:
-            for method in study_split(cfg.diverse_methods):
+        for kind in comma_list(cfg.diverse) if direction in cfg.diverse_direction_list() else []:
+            for method in comma_list(cfg.diverse_methods):
                 runs.append(dict(group=kind, direction=direction, method=method, shifts=shifts))
         if cfg.oracle:
             for shift in shifts:
@@ -128,10 +127,6 @@ def single_run(direction: str, shift: str, method: str, seed: int, group: str = 
         key=key,
         run_key=key,
     )
-
-
-def study_split(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 class Runner:

@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 from rest_jax.data.streams import take_rows
-from rest_jax.masked import l2_normalize
 from rest_jax.metrics import retrieval_metrics
+from rest_jax.numerics import l2_normalize
 from rest_jax.selection import combine, partition, select
 
 
@@ -33,7 +33,7 @@ class OracleConfig:
     learning_rate: float = 3e-3
     epochs: int = 10
     batch_size: int = 64
-    tau: float = 0.01
+    temperature: float = 0.01
 
 
 def positives_mask(relevant: np.ndarray, gallery_size: int) -> np.ndarray:
@@ -54,10 +54,12 @@ def _adamw(learning_rate: float) -> optax.GradientTransformation:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_step(encoder, optimizer, adapted, opt_state, frozen, inputs, positives, gallery, tau):
+def _train_step(
+    encoder, optimizer, adapted, opt_state, frozen, inputs, positives, gallery, temperature
+):
     def loss_fn(a):
         q = l2_normalize(encoder(combine(a, frozen), inputs).astype(jnp.float32))
-        logits = q @ gallery.T / tau
+        logits = q @ gallery.T / temperature
         all_items = jax.nn.logsumexp(logits, axis=1)
         relevant = jax.nn.logsumexp(jnp.where(positives, logits, -jnp.inf), axis=1)
         return jnp.mean(all_items - relevant)
@@ -118,7 +120,7 @@ def oracle_retrieval(
                 take_rows(inputs, ids),
                 positives[ids],
                 gallery,
-                cfg.tau,
+                cfg.temperature,
             )
     tuned = embed(encoder, combine(adapted, frozen), take_rows(inputs, test_ids))
     source = embed(encoder, params, take_rows(inputs, test_ids))

@@ -113,14 +113,14 @@ def reference_cosine(rows, out):
 
 
 def diagnostics(rows, out):
-    """Uniformity, gap and consistency of shifted queries: source model vs after REST."""
+    """Uniformity, gap and consistency correlation of shifted queries: source model vs after REST."""
     picked = {}
     for r in rows:
         if r["group"] == "qs" and r["method"] == "rest" and "diagnostics_after" in r:
             picked.setdefault(r["direction"], r)
     if not picked:
         return
-    names = ("uniformity", "gap", "consistency")
+    names = ("uniformity", "gap", "consistency_correlation")
     fig, axes = plt.subplots(len(picked), 3, figsize=(10, 3 * len(picked)), squeeze=False)
     for row_axes, (direction, r) in zip(axes, picked.items()):
         for ax, name in zip(row_axes, names):

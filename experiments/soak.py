@@ -135,7 +135,7 @@ def main(argv=None):
         "num_batches": len(result.rolled_back),
         "num_rollbacks": int(state.num_rollbacks),
         "num_nonfinite_rows": int(state.num_nonfinite_rows),
-        "num_resets": int(state.num_resets),
+        "num_collapse_resets": int(state.num_collapse_resets),
         "finite_state": bool(rest_jax.step.all_finite(state)),
         "final_loss": float(result.metrics["loss"][-1, -1]),
         "compilations": adapter.step_fn._cache_size(),

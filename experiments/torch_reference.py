@@ -1,6 +1,6 @@
 """An eager PyTorch step with TCR semantics, written from docs/method.md (sections 0-3).
 
-It is the baseline that ``experiments/bench_gpu.py`` times against rest_jax's jitted step:
+It is the baseline that ``experiments/bench_gpu/`` times against rest_jax's jitted step:
 the same work per batch as rest_jax's ``tcr`` preset, done the way a PyTorch user would do it
 (eager, one kernel launch per op, Python control flow). Per batch, ``steps`` times:
 
@@ -41,11 +41,11 @@ class TcrHyper:
     """TCR's constants (docs/method.md sections 0-3); field names follow AdaptConfig."""
 
     steps: int = 3
-    tau: float = 0.02
+    refinement_temperature: float = 0.02
     bank_size: int = 64
     bank_ratio: float = 0.3
     bank_batches: int = 10
-    uniformity_t: float = 0.1
+    uniformity_scale: float = 0.1
     rem_eps: float = 1e-3
     rem_weight: float = 1.0
     uniformity_weight: float = 1.0
@@ -179,7 +179,7 @@ def tcr_loss(q, positives, bank: AnchorBank, entropy, hyper: TcrHyper):
     weights = torch.clamp(1 - entropy.detach() / (threshold + hyper.rem_eps), min=0)
     count = reliable.sum()
     rem = (weights * entropy)[reliable].sum() / count.clamp(min=1)
-    uni = torch.exp(-hyper.uniformity_t * (q - q.mean(0)).norm(dim=-1)).mean()
+    uni = torch.exp(-hyper.uniformity_scale * (q - q.mean(0)).norm(dim=-1)).mean()
     gap_now = (F.normalize(q, dim=-1).mean(0) - F.normalize(positives, dim=-1).mean(0)).norm()
     gap = (gap_now - bank.margin()) ** 2
     loss = hyper.rem_weight * rem + hyper.uniformity_weight * uni + hyper.gap_weight * gap
@@ -229,7 +229,7 @@ def tcr_step_torch(
         scores = q @ gallery.T
         with torch.no_grad():
             positives = gallery[scores.argmax(dim=1)]
-        logits = q @ positives.T / hyper.tau
+        logits = q @ positives.T / hyper.refinement_temperature
         log_p = torch.log_softmax(logits, dim=1)
         entropy = -(log_p.exp() * log_p).sum(dim=1)
         if step == 0 and batch_index < hyper.bank_batches:

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import pathlib
 
+from experiments.ablations import ABLATIONS
 from experiments.config import AUTO, DATASETS, DIVERSE_KINDS, SPLITS, StudyConfig, adapt_overrides
+from experiments.lists import comma_list
 from experiments.tasks import TASKS, Task
 from experiments.tasks.base import check_spec_characters
 from rest_jax.config import PRESETS, AdaptConfig
 from rest_jax.data.streams import ORDERS
 
 
-def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _known_methods() -> list[str]:
-    from experiments.main import ABLATIONS  # main imports this module; no cycle at call time
-
     return sorted(PRESETS) + list(ABLATIONS)
 
 
@@ -30,7 +26,7 @@ def _method_problems(flag: str, text: str) -> list[str]:
     known = _known_methods()
     return [
         f"{flag}: unknown method {name!r}; known: {', '.join(known)}"
-        for name in _split(text)
+        for name in comma_list(text)
         if name not in known
     ]
 
@@ -38,7 +34,7 @@ def _method_problems(flag: str, text: str) -> list[str]:
 def _choice_problems(flag: str, text: str, choices: tuple[str, ...], what: str) -> list[str]:
     return [
         f"{flag}: unknown {what} {name!r}; expected one of {', '.join(choices)}"
-        for name in _split(text)
+        for name in comma_list(text)
         if name not in choices
     ]
 
@@ -58,7 +54,7 @@ def _shift_problems(cfg: StudyConfig, task: Task, directions: list[str]) -> list
     for direction in [*directions, *given]:
         if overrides.get(direction) == "all":
             continue
-        for spec in _split(overrides.get(direction, task.default_shifts[direction])):
+        for spec in comma_list(overrides.get(direction, task.default_shifts[direction])):
             try:
                 check_spec_characters(spec)
                 task.check_shift(spec, direction)
@@ -94,7 +90,11 @@ def _adapt_problems(cfg: StudyConfig) -> list[str]:
             )
     if problems:
         return problems
-    methods = {*_split(cfg.methods), *_split(cfg.severity_methods), *_split(cfg.diverse_methods)}
+    methods = {
+        *comma_list(cfg.methods),
+        *comma_list(cfg.severity_methods),
+        *comma_list(cfg.diverse_methods),
+    }
     invalid: dict[str, list[str]] = {}  # error -> the methods it concerns
     for method in sorted(methods):
         if method not in known:

@@ -4,7 +4,7 @@
 Submodules in it: ``bank``, ``config`` (``AdaptConfig``, the presets and the SynthWorld-tuned
 values), ``losses``, ``methods``, ``pretrained`` (the world's shipped source model),
 ``refinement``, ``selection`` and ``retrieval`` (chunked and sharded top-K for large
-galleries: ``topk``, ``sharded_topk``, ``shard_gallery``, ``gallery_mesh``).
+galleries: ``top_k``, ``sharded_top_k``, ``shard_gallery``, ``gallery_mesh``).
 ``rest_jax.models`` (Flax CLIP, Hugging Face loading) and ``rest_jax.data`` are imported on
 their own.
 """

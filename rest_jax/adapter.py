@@ -33,7 +33,7 @@ from rest_jax import methods
 from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import contrastive_reference
 from rest_jax.guards import init_guard
-from rest_jax.masked import l2_normalize
+from rest_jax.numerics import l2_normalize
 from rest_jax.selection import (
     LAYERNORM_RULES,
     Rule,
@@ -43,12 +43,18 @@ from rest_jax.selection import (
     path_to_str,
     select,
 )
-from rest_jax.step import AdaptState, StepOutputs, StreamConstants, make_optimizer, make_step
+from rest_jax.step import (
+    AdaptState,
+    StepOutputs,
+    StreamConstants,
+    make_optimizer,
+    make_step,
+    needs_reference,
+)
 from rest_jax.validation import (
     check_batch,
     check_encoder_output,
     check_gallery,
-    check_robustness_config,
     check_source,
     input_spec_of,
 )
@@ -73,9 +79,13 @@ def _row_sharding(mesh, rows: int, what: str):
     return NamedSharding(mesh, PartitionSpec(axis))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(eq=False)
 class Adapter:
     """A configured online adapter (see module docstring).
+
+    Every field is fixed at creation but one: ``input_spec``, when not given to
+    :meth:`create`, is recorded once, from the first batch that passes :meth:`check`
+    (so that later batches are checked against it), and never changed after.
 
     Attributes:
       config: the run's configuration.
@@ -86,7 +96,8 @@ class Adapter:
       apply_fn: the query encoder (for the abstract output check).
       mesh: the device mesh given at creation, if any.
       graphdef: the ``nnx.GraphDef`` of an NNX encoder (None for an ``apply_fn``).
-      input_spec: the expected inputs (shape without the batch dim, dtype) once known.
+      input_spec: the expected inputs (per leaf, shape without the batch dim and dtype);
+        None until given or recorded.
     """
 
     config: AdaptConfig
@@ -96,7 +107,7 @@ class Adapter:
     apply_fn: Callable[[PyTree, Any], jax.Array] | None = None
     mesh: Any = None
     graphdef: Any = None
-    _spec: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    input_spec: Any = None
 
     @classmethod
     def create(
@@ -128,7 +139,9 @@ class Adapter:
             (None): :data:`rest_jax.LAYERNORM_RULES` and, for an NNX encoder, every
             ``nnx.LayerNorm`` / ``nnx.RMSNorm`` by type.
           source: optional clean ``(inputs, gallery_embeddings)`` pairs for the decoupling
-            reference (required when ``config.decoupling``).
+            reference r (required when ``config.decoupling`` or
+            ``config.record_reference_cosine``; r is computed only then, see
+            :func:`rest_jax.step.needs_reference`).
           seed: seed of the PRNG key carried in the state.
           input_spec: optional pytree of ``jax.ShapeDtypeStruct`` (one per input leaf, shape
             WITHOUT the batch dimension); default: recorded from the first batch.
@@ -142,8 +155,6 @@ class Adapter:
             that select nothing, missing arguments.
         """
         apply_fn, params, gallery, graphdef, rules = _encoder(apply_fn, params, gallery, rules)
-        methods.get(config.method)  # fails early on an unknown name
-        check_robustness_config(config)
         gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
         if mesh is not None:
             gallery = jax.device_put(gallery, _row_sharding(mesh, gallery.shape[0], "gallery"))
@@ -161,6 +172,7 @@ class Adapter:
         source_inputs = source_targets = None
         if source is not None:
             source_inputs, source_targets = check_source(source, gallery.shape[1])
+        if source is not None and needs_reference(config):
             reference = contrastive_reference(
                 apply_fn,
                 adapted,
@@ -180,24 +192,27 @@ class Adapter:
             batch_index=jnp.zeros((), jnp.int32),
             key=jax.random.PRNGKey(seed),
             num_rollbacks=jnp.zeros((), jnp.int32),
-            num_resets=jnp.zeros((), jnp.int32),
+            num_collapse_resets=jnp.zeros((), jnp.int32),
             num_nonfinite_rows=jnp.zeros((), jnp.int32),
             guard=init_guard(),
         )
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer, mesh), donate_argnums=0)
-        adapter = cls(config, selection, constants, step_fn, apply_fn, mesh, graphdef)
+        adapter = cls(
+            config=config,
+            selection=selection,
+            constants=constants,
+            step_fn=step_fn,
+            apply_fn=apply_fn,
+            mesh=mesh,
+            graphdef=graphdef,
+        )
         if input_spec is not None:
-            adapter._set_spec(input_spec)
+            adapter._record_spec(input_spec)
         return adapter
 
-    @property
-    def input_spec(self) -> Any:
-        """The expected input spec (None until given or recorded from the first batch)."""
-        return self._spec.get("spec")
-
-    def _set_spec(self, spec: Any) -> None:
-        """Records ``spec`` after checking the encoder's output on it abstractly."""
+    def _record_spec(self, spec: Any) -> None:
+        """Sets ``input_spec`` after checking the encoder's output on it abstractly."""
         probe = jax.tree.map(lambda s: jax.ShapeDtypeStruct((2, *s.shape), s.dtype), spec)
         if self.apply_fn is not None:
             try:
@@ -211,7 +226,7 @@ class Adapter:
             if shape is None:
                 raise ValueError(f"the query encoder must return one (B, d) array, got {out}")
             check_encoder_output(shape, 2, self.constants.gallery.shape[1])
-        self._spec["spec"] = spec
+        self.input_spec = spec
 
     def check(self, batch: dict, index: int | None = None) -> dict:
         """Host-side checks of one batch (rest_jax/validation.py); returns ``{inputs, mask}``.
@@ -221,7 +236,7 @@ class Adapter:
         spec = self.input_spec
         checked = check_batch(batch, spec, nonfinite=self.config.nonfinite_inputs, index=index)
         if spec is None:
-            self._set_spec(input_spec_of(checked["inputs"]))
+            self._record_spec(input_spec_of(checked["inputs"]))
         return checked
 
     def init_state(self) -> AdaptState:

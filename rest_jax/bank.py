@@ -22,9 +22,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rest_jax.masked import l2_normalize, masked_row_mean, safe_norm
+from rest_jax.numerics import (
+    l2_normalize,
+    masked_row_mean,
+    safe_norm,
+    stable_rank,
+    valid_fraction_count,
+)
 
 
 class AnchorBank(NamedTuple):
@@ -69,17 +74,6 @@ def reliability_scores(queries: jax.Array, positives: jax.Array, valid: jax.Arra
     )
 
 
-def insertion_counts(batch_size: int, ratio: float) -> np.ndarray:
-    """``int(ratio * n)`` for n = 0..batch_size, computed in Python as the reference does."""
-    return np.array([int(ratio * n) for n in range(batch_size + 1)], np.int32)
-
-
-def _rank(keys: jax.Array) -> jax.Array:
-    """Position of each entry in a stable ascending sort of ``keys``."""
-    order = jnp.argsort(keys, stable=True)
-    return jnp.zeros_like(order).at[order].set(jnp.arange(keys.shape[0], dtype=order.dtype))
-
-
 def insert(
     bank: AnchorBank,
     scores: jax.Array,
@@ -103,11 +97,9 @@ def insert(
     Returns:
       The updated bank (same shapes and dtypes).
     """
-    batch_size = scores.shape[0]
     inf = jnp.asarray(jnp.inf, scores.dtype)
-    counts = jnp.asarray(insertion_counts(batch_size, ratio))
-    n_insert = counts[jnp.sum(valid)]
-    chosen = valid & (_rank(jnp.where(valid, scores, inf)) < n_insert) & enabled
+    n_insert = valid_fraction_count(valid, ratio)
+    chosen = valid & (stable_rank(jnp.where(valid, scores, inf)) < n_insert) & enabled
 
     all_valid = jnp.concatenate([bank.valid, chosen])
     keys = jnp.where(all_valid, jnp.concatenate([bank.score, scores]), inf)

@@ -33,7 +33,7 @@ FIELD_CHECKS: dict[str, tuple[Any, str | None, bool]] = {
     "eps": ("real", ">= 0", False),
     "num_candidates": ("int", ">= 1", False),
     "dedup": ("bool", None, False),
-    "tau": ("real", "> 0", False),
+    "refinement_temperature": ("real", "> 0", False),
     "bank_size": ("int", ">= 1", False),
     "bank_ratio": ("real", "in [0, 1]", False),
     "bank_batches": ("int", ">= 0", True),
@@ -41,16 +41,17 @@ FIELD_CHECKS: dict[str, tuple[Any, str | None, bool]] = {
     "uniformity_weight": ("real", ">= 0", False),
     "gap_weight": ("real", ">= 0", False),
     "consistency_weight": ("real", ">= 0", False),
-    "uniformity_t": ("real", ">= 0", False),
+    "uniformity_scale": ("real", ">= 0", False),
     "rem_eps": ("real", ">= 0", False),
-    "consistency_tau": ("real", "> 0", False),
+    "consistency_temperature": ("real", "> 0", False),
     "decoupling": ("bool", None, False),
     "decoupling_mode": (DECOUPLING_MODES, None, False),
     "decoupling_beta": ("real", ">= 0", False),
     "decoupling_per_leaf": ("bool", None, False),
     "reference_temperature": ("real", "> 0", False),
     "reference_refresh_every": ("int", ">= 1", True),
-    "baseline_tau": ("real", "> 0", False),
+    "record_reference_cosine": ("bool", None, False),
+    "baseline_temperature": ("real", "> 0", False),
     "eata_fraction": ("real", "in [0, 1]", False),
     "eata_cosine_margin": ("real", ">= 0", False),
     "eata_entropy_margin": ("real", None, False),
@@ -119,6 +120,19 @@ def _field_problem(name: str, value: Any) -> str | None:
     return None
 
 
+def _combination_problems(config: AdaptConfig) -> list[str]:
+    """Problems of fields that are fine alone but not together."""
+    problems = []
+    if config.reference_refresh_every is not None and not (
+        config.decoupling or config.record_reference_cosine
+    ):
+        problems.append(
+            "reference_refresh_every refreshes a reference that only decoupling=True or "
+            "record_reference_cosine=True computes"
+        )
+    return problems
+
+
 @dataclasses.dataclass(frozen=True)
 class AdaptConfig:
     """Hyperparameters of online adaptation. Field groups follow docs/method.md's sections."""
@@ -142,7 +156,7 @@ class AdaptConfig:
     """K, candidates per query (1 = TCR)."""
     dedup: bool = False
     """Mask repeated candidate columns (REST)."""
-    tau: float = 0.02
+    refinement_temperature: float = 0.02
     """Temperature of the refined logits."""
 
     # Section 2: anchor bank.
@@ -156,9 +170,10 @@ class AdaptConfig:
     uniformity_weight: float = 1.0
     gap_weight: float = 1.0
     consistency_weight: float = 0.0
-    uniformity_t: float = 0.1
+    uniformity_scale: float = 0.1
+    """t in L_UNI = mean exp(-t ||q - mean(Q)||): a rate on a distance, not a temperature."""
     rem_eps: float = 1e-3
-    consistency_tau: float = 0.05
+    consistency_temperature: float = 0.05
 
     # Section 4: gradient decoupling.
     decoupling: bool = False
@@ -169,11 +184,14 @@ class AdaptConfig:
     reference_temperature: float = 0.01
     reference_refresh_every: int | None = None
     """Recompute the reference at the current params every R batches (None = never)."""
+    record_reference_cosine: bool = False
+    """Record cos(g, r) per step (metric ``reference_cosine``) also when ``decoupling`` is off.
+    The reference r is computed only when this or ``decoupling`` is on."""
 
     # Section 6: baselines (whole-gallery logits).
-    baseline_tau: float = 0.01
+    baseline_temperature: float = 0.01
     # --- baseline hyperparameters (rest_jax/methods/{eata,sar,shot,deyo}.py; docs/baselines.md).
-    # Fractions keep int(fraction * n_valid) queries; checked by each method's init.
+    # Fractions keep int(fraction * n_valid) queries.
     eata_fraction: float = 0.4
     """EATA: keep the int(fraction * n) lowest-entropy queries."""
     eata_cosine_margin: float = 0.05
@@ -218,7 +236,7 @@ class AdaptConfig:
     (B, N) matrix. The baselines' losses are softmaxes over the whole gallery and always form
     it."""
     output_top_k: int | None = None
-    """Return each query's ``k`` best gallery items (``StepOutputs.top_values``/``top_ids``)
+    """Return each query's ``k`` best gallery items (``StepOutputs.top_scores``/``top_ids``)
     instead of its (B, N) score row (``StepOutputs.scores`` is then ``None``)."""
 
     # Robustness.
@@ -249,7 +267,7 @@ class AdaptConfig:
         return dataclasses.asdict(self)
 
     def __post_init__(self):
-        """Checks every field once, by its rule in ``FIELD_CHECKS``.
+        """Checks every field once, by its rule in ``FIELD_CHECKS``, then the combinations.
 
         Raises:
           ValueError: naming each bad field, its value and what it should be (all of them in
@@ -257,6 +275,8 @@ class AdaptConfig:
         """
         names = [f.name for f in dataclasses.fields(self) if f.name in FIELD_CHECKS]
         problems = [p for n in names if (p := _field_problem(n, getattr(self, n))) is not None]
+        if not problems:
+            problems = _combination_problems(self)
         if len(problems) == 1:
             raise ValueError(problems[0])
         if problems:
@@ -271,7 +291,7 @@ REST_DEFAULTS: dict[str, Any] = dict(
     num_candidates=4,
     dedup=True,
     consistency_weight=0.0,  # the validation search switched L_CON off (docs/rest_defaults.md)
-    consistency_tau=0.05,
+    consistency_temperature=0.05,
     decoupling=True,
     decoupling_mode="conflict",
     decoupling_beta=0.3,

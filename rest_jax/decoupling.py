@@ -48,17 +48,12 @@ class GradientDecouplingState(NamedTuple):
     num_projected: jax.Array
 
 
-def _accum_dtype(x):
-    return jnp.promote_types(x.dtype, jnp.float32)
-
-
-def _vdot(a, b):
-    dtype = _accum_dtype(a)
-    return jnp.sum(a.astype(dtype) * b.astype(dtype))
-
-
 def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-    return sum(jax.tree.leaves(jax.tree.map(_vdot, a, b)), start=jnp.zeros((), jnp.float32))
+    """``<a, b>`` over the whole tree, accumulated in at least float32 (bf16 leaves too)."""
+    upcast = lambda tree: jax.tree.map(
+        lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree
+    )
+    return jnp.asarray(optax.tree.vdot(upcast(a), upcast(b)))
 
 
 def _like(reference: PyTree, params: PyTree) -> PyTree:

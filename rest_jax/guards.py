@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 PyTree = Any
 
@@ -153,5 +154,4 @@ def update_guard(
         seen=jnp.where(fire, 0, seen).astype(guard.seen.dtype),
         armed=jnp.where(fire, False, guard.armed | ~low),
     )
-    new = jax.tree.map(lambda a, b: jnp.where(observed, a, b), updated, guard)
-    return new, fire
+    return optax.tree.where(observed, updated, guard), fire

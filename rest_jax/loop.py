@@ -36,10 +36,10 @@ from rest_jax.adapter import Adapter, pad_batch
 from rest_jax.checkpoint import StreamCheckpointer
 from rest_jax.step import AdaptState
 
-KEEP = ("scores", "topk", "metrics")
+KEEP = ("scores", "top_k", "metrics")
 COMPACT_EVERY = 256
-CHECKPOINT_FORMAT = 1
-ROW_KEYS = ("query_ids", "answered", "scores", "topk_ids", "topk_scores")
+CHECKPOINT_FORMAT = 2  # 2: the row keys top_ids, top_scores (were topk_ids, topk_scores)
+ROW_KEYS = ("query_ids", "answered", "scores", "top_ids", "top_scores")
 log = logging.getLogger("rest_jax")
 
 
@@ -51,7 +51,7 @@ class StreamResult(NamedTuple):
         None when ``keep="metrics"`` (nothing per query is kept).
       scores: (Q, N) scores when ``keep="scores"``, else None. Rows of queries with
         non-finite inputs are NaN (see ``answered``).
-      topk_ids, topk_scores: (Q, k) best gallery items when ``keep="topk"``, else None
+      top_ids, top_scores: (Q, k) best gallery items when ``keep="top_k"``, else None
         (ids -1 and scores NaN for unanswered queries).
       metrics: name -> (num_batches, steps) array (per-step scalars of every batch).
       rolled_back: (num_batches,) bool, batches whose update was rejected.
@@ -64,8 +64,8 @@ class StreamResult(NamedTuple):
 
     query_ids: np.ndarray | None
     scores: np.ndarray | None
-    topk_ids: np.ndarray | None
-    topk_scores: np.ndarray | None
+    top_ids: np.ndarray | None
+    top_scores: np.ndarray | None
     metrics: dict[str, np.ndarray]
     rolled_back: np.ndarray
     final_state: AdaptState
@@ -86,15 +86,15 @@ def _summarise(outputs, keep: str, top_k: int):
         kept["answered"] = outputs.answered
     if keep == "scores":
         kept["scores"] = outputs.scores
-    elif keep == "topk" and outputs.scores is None:  # the step searched its own top-K
-        kept["topk_scores"] = outputs.top_values[:, :top_k]
-        kept["topk_ids"] = outputs.top_ids[:, :top_k]
-    elif keep == "topk":
+    elif keep == "top_k" and outputs.scores is None:  # the step searched its own top-K
+        kept["top_scores"] = outputs.top_scores[:, :top_k]
+        kept["top_ids"] = outputs.top_ids[:, :top_k]
+    elif keep == "top_k":
         answered = outputs.answered[:, None]
         scores = jnp.where(answered, outputs.scores, -jnp.inf)
         top_scores, top_ids = jax.lax.top_k(scores, top_k)
-        kept["topk_scores"] = jnp.where(answered, top_scores, jnp.nan)
-        kept["topk_ids"] = jnp.where(answered, top_ids, -1)
+        kept["top_scores"] = jnp.where(answered, top_scores, jnp.nan)
+        kept["top_ids"] = jnp.where(answered, top_ids, -1)
     return kept
 
 
@@ -197,8 +197,8 @@ def _result(collector: _Collector, final_state: AdaptState) -> StreamResult:
     return StreamResult(
         query_ids=rows.get("query_ids"),
         scores=rows.get("scores"),
-        topk_ids=rows.get("topk_ids"),
-        topk_scores=rows.get("topk_scores"),
+        top_ids=rows.get("top_ids"),
+        top_scores=rows.get("top_scores"),
         metrics=prefixed("metrics:"),
         rolled_back=rows["rolled_back"],
         final_state=final_state,
@@ -236,7 +236,7 @@ def _log_events(index: int, host: dict) -> None:
 def _loop_fingerprint(adapter: Adapter, keep: str, top_k: int) -> dict:
     """What must agree between a checkpoint and the run resuming from it."""
     config = json.loads(json.dumps(adapter.config.to_dict(), default=str))
-    return {"keep": keep, "top_k": top_k if keep == "topk" else None, "config": config}
+    return {"keep": keep, "top_k": top_k if keep == "top_k" else None, "config": config}
 
 
 def _check_resumable(saved: dict, expected: dict, directory) -> None:
@@ -278,9 +278,9 @@ def run_stream(
       batches: dicts with ``"inputs"``, ``"mask"`` and optionally ``"ids"`` ((B,) int).
       state: the starting state (default: a fresh ``adapter.init_state()``); ignored when
         resuming from a checkpoint.
-      keep: ``"scores"`` (full rows), ``"topk"`` (best ``top_k`` items) or ``"metrics"``
+      keep: ``"scores"`` (full rows), ``"top_k"`` (best ``top_k`` items) or ``"metrics"``
         (per-batch metrics only, for very long streams).
-      top_k: how many items ``keep="topk"`` keeps.
+      top_k: how many items ``keep="top_k"`` keeps.
       lag: how many batches a result waits on the device before it is read.
       on_batch: called as ``on_batch(index, host_result)`` when a batch's result is read
         (not for batches skipped on resume).
@@ -296,18 +296,49 @@ def run_stream(
         :mod:`rest_jax.validation`), an empty stream, a checkpoint written by another
         config or ``keep``, or a stream shorter than the checkpoint's position.
     """
+    _check_loop_arguments(adapter, keep, top_k, lag, checkpoint_dir, checkpoint_every)
+    collector = _Collector(keep)
+    summarise = _summariser(keep, top_k, adapter.mesh)
+    checkpointer = StreamCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    fingerprint = _loop_fingerprint(adapter, keep, top_k)
+    try:
+        done, position = 0, 0
+        if checkpointer is not None and checkpointer.latest() is not None:
+            state, done, position = _resume(checkpointer, adapter, fingerprint, collector)
+        state = adapter.init_state() if state is None else state
+        reader = _LaggedReader(collector, position, on_batch)
+        for index, batch in enumerate(_skip_batches(batches, done), start=done):
+            state, outputs = adapter.step(state, batch, index=index)
+            reader.push(index, batch.get("ids"), batch["mask"], summarise(outputs))
+            reader.drain(lag)
+            if checkpointer is not None and (index + 1) % checkpoint_every == 0:
+                _save(checkpointer, reader, state, index + 1, fingerprint)
+        reader.drain(0)
+        total = collector.num_batches()
+        if checkpointer is not None and total and checkpointer.latest() != total:
+            _save(checkpointer, reader, state, total, fingerprint)
+    finally:
+        if checkpointer is not None:
+            checkpointer.close()
+    return _result(collector, state)
+
+
+def _check_loop_arguments(
+    adapter: Adapter, keep: str, top_k: int, lag: int, checkpoint_dir, checkpoint_every: int
+) -> None:
+    """The checks of :func:`run_stream`'s arguments (its Raises section)."""
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
     gallery_size = adapter.constants.gallery.shape[0]
-    if keep == "topk" and not 1 <= top_k <= gallery_size:
+    if keep == "top_k" and not 1 <= top_k <= gallery_size:
         raise ValueError(f"top_k must be in 1..{gallery_size} (the gallery size), got {top_k}")
     step_top_k = adapter.config.output_top_k
     if step_top_k is not None and keep == "scores":
         raise ValueError(
             f"keep='scores' needs the full score rows, but output_top_k={step_top_k} makes the "
-            "step return a top-K only: use keep='topk' or 'metrics'"
+            "step return a top-K only: use keep='top_k' or 'metrics'"
         )
-    if step_top_k is not None and keep == "topk" and top_k > step_top_k:
+    if step_top_k is not None and keep == "top_k" and top_k > step_top_k:
         raise ValueError(f"top_k ({top_k}) is larger than the step's output_top_k ({step_top_k})")
     if lag < 0:
         raise ValueError(f"lag must be >= 0, got {lag}")
@@ -319,77 +350,88 @@ def run_stream(
             f"checkpoint_dir is not supported with several processes ({jax.process_count()})"
         )
 
-    collector = _Collector(keep)
-    summarise = _summariser(keep, top_k, adapter.mesh)
-    checkpointer = StreamCheckpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    fingerprint = _loop_fingerprint(adapter, keep, top_k)
-    done = position = 0
-    try:
-        if checkpointer is not None and checkpointer.latest() is not None:
-            state, saved = checkpointer.restore(adapter.constants.initial)
-            _check_resumable(saved, fingerprint, checkpointer.directory)
-            done, position = saved["batches_done"], saved["position"]
-            for chunk in _saved_rows(checkpointer, done):
-                collector.load_saved(chunk)
-            log.info("resuming from %s after %d batches", checkpointer.directory, done)
-        state = adapter.init_state() if state is None else state
-        pending: collections.deque = collections.deque()
 
-        def drain(limit: int):
-            nonlocal position
-            while len(pending) > limit:
-                index, ids, mask, device_result = pending.popleft()
-                host = jax.device_get(device_result)
-                mask = np.asarray(mask, bool)
-                if ids is None:
-                    ids = np.arange(position, position + mask.shape[0])
-                position += int(mask.sum())
-                host["ids"], host["mask"] = np.asarray(ids), mask
-                _log_events(index, host)
-                collector.add(host, host["ids"], mask)
-                if on_batch is not None:
-                    on_batch(index, host)
+class _LaggedReader:
+    """Reads each batch's summarised outputs a few batches after its step, into a collector.
 
-        def save(batches_done: int):
-            drain(0)
-            rows = collector.take_unsaved()
-            if rows:
-                checkpointer.write_rows(batches_done - _num_batches(rows), rows)
-            loop = {
-                "format": CHECKPOINT_FORMAT,
-                "batches_done": batches_done,
-                "position": position,
-                **fingerprint,
-            }
-            checkpointer.save(batches_done, state, loop)
+    Each pushed result has started its device-to-host copy; :meth:`drain` reads the oldest
+    ones, numbers their valid rows (``position``: the running query position, used as ids
+    when a batch has none), logs their events and calls ``on_batch``.
+    """
 
-        iterator = iter(batches)
-        end = object()
-        for skipped in range(done):
-            if next(iterator, end) is end:
-                raise ValueError(
-                    f"the stream ended after {skipped} batches, before the checkpoint's "
-                    f"position ({done} batches)"
-                )
-        for index, batch in enumerate(iterator, start=done):
-            checked = adapter.check(batch, index)
-            ids = batch.get("ids")
-            state, outputs = adapter.step_fn(state, adapter.place(checked), adapter.constants)
-            device_result = summarise(outputs)
-            for leaf in jax.tree.leaves(device_result):
-                leaf.copy_to_host_async()
-            pending.append((index, ids, checked["mask"], device_result))
-            drain(lag)
-            if checkpointer is not None and (index + 1) % checkpoint_every == 0:
-                save(index + 1)
-        drain(0)
-        total = collector.num_batches()
-        if checkpointer is not None and total and checkpointer.latest() != total:
-            save(total)
-    finally:
-        if checkpointer is not None:
-            checkpointer.close()
-    return _result(collector, state)
+    def __init__(self, collector: _Collector, position: int, on_batch: Callable | None):
+        self.collector = collector
+        self.position = position
+        self.on_batch = on_batch
+        self.pending: collections.deque = collections.deque()
+
+    def push(self, index: int, ids: Any, mask: Any, device_result: dict) -> None:
+        for leaf in jax.tree.leaves(device_result):
+            leaf.copy_to_host_async()
+        self.pending.append((index, ids, mask, device_result))
+
+    def drain(self, limit: int) -> None:
+        """Reads results until at most ``limit`` wait."""
+        while len(self.pending) > limit:
+            index, ids, mask, device_result = self.pending.popleft()
+            host = jax.device_get(device_result)
+            mask = np.asarray(mask, bool)
+            if ids is None:
+                ids = np.arange(self.position, self.position + mask.shape[0])
+            self.position += int(mask.sum())
+            host["ids"], host["mask"] = np.asarray(ids), mask
+            _log_events(index, host)
+            self.collector.add(host, host["ids"], mask)
+            if self.on_batch is not None:
+                self.on_batch(index, host)
+
+
+def _resume(
+    checkpointer: StreamCheckpointer, adapter: Adapter, fingerprint: dict, collector: _Collector
+) -> tuple[AdaptState, int, int]:
+    """Restores the newest checkpoint: ``(state, batches_done, position)``; the saved rows
+    go into ``collector``."""
+    state, saved = checkpointer.restore(adapter.constants.initial)
+    _check_resumable(saved, fingerprint, checkpointer.directory)
+    done, position = saved["batches_done"], saved["position"]
+    for chunk in _saved_rows(checkpointer, done):
+        collector.load_saved(chunk)
+    log.info("resuming from %s after %d batches", checkpointer.directory, done)
+    return state, done, position
+
+
+def _save(
+    checkpointer: StreamCheckpointer,
+    reader: _LaggedReader,
+    state: AdaptState,
+    batches_done: int,
+    fingerprint: dict,
+) -> None:
+    """Reads every pending result, writes the rows not yet saved, then the state."""
+    reader.drain(0)
+    rows = reader.collector.take_unsaved()
+    if rows:
+        checkpointer.write_rows(batches_done - _num_batches(rows), rows)
+    loop = {
+        "format": CHECKPOINT_FORMAT,
+        "batches_done": batches_done,
+        "position": reader.position,
+        **fingerprint,
+    }
+    checkpointer.save(batches_done, state, loop)
+
+
+def _skip_batches(batches: Iterable[dict], done: int):
+    """The stream after its first ``done`` batches (those of a checkpoint)."""
+    iterator = iter(batches)
+    end = object()
+    for skipped in range(done):
+        if next(iterator, end) is end:
+            raise ValueError(
+                f"the stream ended after {skipped} batches, before the checkpoint's "
+                f"position ({done} batches)"
+            )
+    return iterator
 
 
 def _saved_rows(checkpointer: StreamCheckpointer, done: int):

@@ -10,7 +10,8 @@ References:
   (TCR; code: https://github.com/XLearning-SCU/2025-ICLR-TCR):
   L_REM, L_UNI and L_GAP, docs/method.md eqs. (3.1)-(3.5).
   Li, Yang and Peng, REST, arXiv 2511.14416, 2025 (https://arxiv.org/abs/2511.14416):
-  L_CON (3.6) and the consistency diagnostic (3.7), reconstructions (docs/method.md 5.3).
+  L_CON (3.6) and the consistency correlation diagnostic (3.7), reconstructions
+  (docs/method.md 5.3).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rest_jax.masked import (
+from rest_jax.numerics import (
     l2_normalize,
     masked_logits,
     masked_mean,
@@ -59,11 +60,12 @@ def rem_loss(
     return RemTerms(loss, weights, reliable, jnp.sum(reliable))
 
 
-def uniformity_loss(queries: jax.Array, valid: jax.Array, t: float = 0.1) -> jax.Array:
-    """``L_UNI = mean_i exp(-t ||q_i - mean(Q)||)`` (a distance, not squared; the centre carries
-    gradient). Minimising it spreads the queries. docs/method.md, eq. (3.3)."""
+def uniformity_loss(queries: jax.Array, valid: jax.Array, scale: float = 0.1) -> jax.Array:
+    """``L_UNI = mean_i exp(-t ||q_i - mean(Q)||)`` with ``t = scale`` (a distance, not
+    squared; the centre carries gradient). Minimising it spreads the queries.
+    docs/method.md, eq. (3.3)."""
     centre = masked_row_mean(queries, valid)
-    return masked_mean(jnp.exp(-t * safe_norm(queries - centre)), valid)
+    return masked_mean(jnp.exp(-scale * safe_norm(queries - centre)), valid)
 
 
 def modality_gap(queries: jax.Array, positives: jax.Array, valid: jax.Array) -> jax.Array:
@@ -91,7 +93,7 @@ def consistency_loss(
     positives: jax.Array,
     reliable: jax.Array,
     valid: jax.Array,
-    tau: float = 0.1,
+    temperature: float = 0.1,
 ) -> jax.Array:
     """Query-gallery consistency (reconstruction of REST's L_CON, docs/method.md, eq. (3.6)).
 
@@ -101,13 +103,15 @@ def consistency_loss(
     """
     pairs = _off_diagonal_mask(valid)
     g = jax.lax.stop_gradient(positives)
-    log_pg = jax.nn.log_softmax(masked_logits(g @ g.T / tau, pairs), axis=-1)
-    log_pq = jax.nn.log_softmax(masked_logits(queries @ queries.T / tau, pairs), axis=-1)
+    log_pg = jax.nn.log_softmax(masked_logits(g @ g.T / temperature, pairs), axis=-1)
+    log_pq = jax.nn.log_softmax(masked_logits(queries @ queries.T / temperature, pairs), axis=-1)
     kl = jnp.sum(jnp.where(pairs, jnp.exp(log_pg) * (log_pg - log_pq), 0.0), axis=-1)
     return masked_mean(kl, reliable & valid)
 
 
-def consistency(queries: jax.Array, positives: jax.Array, valid: jax.Array) -> jax.Array:
+def consistency_correlation(
+    queries: jax.Array, positives: jax.Array, valid: jax.Array
+) -> jax.Array:
     """Diagnostic: ``mean_i pearson(row i of QQ^T, row i of G_hat G_hat^T)`` off the diagonal.
 
     Rows with fewer than two other valid queries are left out of the mean.
@@ -152,15 +156,15 @@ class BatchDiagnostics(NamedTuple):
 
     uniformity: jax.Array
     gap: jax.Array
-    consistency: jax.Array
+    consistency_correlation: jax.Array
 
 
 def diagnostics(
-    queries: jax.Array, positives: jax.Array, valid: jax.Array, t: float = 0.1
+    queries: jax.Array, positives: jax.Array, valid: jax.Array, uniformity_scale: float = 0.1
 ) -> BatchDiagnostics:
-    """Uniformity (lower = more spread), modality gap and consistency of a batch."""
+    """Uniformity (lower = more spread), modality gap and consistency correlation of a batch."""
     return BatchDiagnostics(
-        uniformity=uniformity_loss(queries, valid, t),
+        uniformity=uniformity_loss(queries, valid, uniformity_scale),
         gap=modality_gap(queries, positives, valid),
-        consistency=consistency(queries, positives, valid),
+        consistency_correlation=consistency_correlation(queries, positives, valid),
     )

@@ -42,9 +42,8 @@ class Refined(NamedTuple):
 
 
 def check_num_candidates(num_candidates: int, gallery_size: int) -> None:
-    """Raises a clear error when K is not in ``1..N``."""
-    if num_candidates < 1:
-        raise ValueError(f"num_candidates (K) must be >= 1, got {num_candidates}")
+    """Raises a clear error when K is larger than the gallery (K >= 1 is
+    :class:`rest_jax.config.AdaptConfig`'s check)."""
     if num_candidates > gallery_size:
         raise ValueError(
             f"num_candidates (K={num_candidates}) is larger than the gallery ({gallery_size} items)"
@@ -66,7 +65,7 @@ def refine(
     *,
     num_candidates: int = 1,
     dedup: bool = False,
-    tau: float = 0.02,
+    temperature: float = 0.02,
 ) -> Refined:
     """Builds the refined prediction of a batch from its raw scores (docs/method.md section 1).
 
@@ -77,24 +76,24 @@ def refine(
       valid: (B,) bool, false on padded rows (their candidates are masked out).
       num_candidates: K, candidates per query.
       dedup: mask repeated candidate columns (keep the first).
-      tau: temperature of the refined logits.
+      temperature: tau, the temperature of the refined logits.
 
     Returns:
       A :class:`Refined`.
     """
     check_num_candidates(num_candidates, gallery.shape[0])
     _, top = jax.lax.top_k(jax.lax.stop_gradient(scores), num_candidates)
-    return refine_from_topk(queries, top, gallery, valid, dedup=dedup, tau=tau)
+    return refine_from_top_k(queries, top, gallery, valid, dedup=dedup, temperature=temperature)
 
 
-def refine_from_topk(
+def refine_from_top_k(
     queries: jax.Array,
     top: jax.Array,
     gallery: jax.Array,
     valid: jax.Array,
     *,
     dedup: bool = False,
-    tau: float = 0.02,
+    temperature: float = 0.02,
 ) -> Refined:
     """Same as :func:`refine`, from each query's top-K gallery indices ``top`` (B, K).
 
@@ -107,7 +106,7 @@ def refine_from_topk(
     if dedup:
         column_mask = column_mask & first_occurrence_mask(candidate_ids, column_mask)
     candidates = jax.lax.stop_gradient(gallery[candidate_ids])
-    logits = queries @ candidates.T / tau
+    logits = queries @ candidates.T / temperature
     # The first B candidates are n_1(1..B). Reading them from candidate_ids rather than from
     # `top` again keeps XLA from turning the top-K into a full sort of the (B, N) scores
     # inside the gradient (measured: 436 ms -> 33 ms per call at 64 x 25k on CPU).

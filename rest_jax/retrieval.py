@@ -3,10 +3,10 @@
 Three ways to the same answer (values and indices of the K best gallery items per query,
 ties broken towards the lower gallery index, as ``lax.top_k`` does):
 
-- :func:`topk` with ``chunk_size=None``: one (B, N) score matrix.
-- :func:`topk` with ``chunk_size=C``: a scan over gallery chunks of C rows, merging a running
+- :func:`top_k` with ``chunk_size=None``: one (B, N) score matrix.
+- :func:`top_k` with ``chunk_size=C``: a scan over gallery chunks of C rows, merging a running
   top-K with each chunk's, so that memory is O(B (C + K)) instead of O(B N).
-- :func:`sharded_topk`: the gallery split over a device mesh axis; every device computes the
+- :func:`sharded_top_k`: the gallery split over a device mesh axis; every device computes the
   top-K of its shard (chunked, if asked), the per-shard winners are gathered and a global
   top-K picks the final K. One code path for one device or many (and several hosts, with
   ``jax.distributed`` initialised and a global mesh).
@@ -31,7 +31,7 @@ def _merge(values, indices, new_values, new_indices, k):
     return top_v, jnp.take_along_axis(i, pos, axis=1)
 
 
-def topk(
+def top_k(
     queries: jax.Array,
     gallery: jax.Array,
     k: int,
@@ -91,7 +91,7 @@ def gallery_mesh(devices=None, axis: str = "gallery") -> Mesh:
 
 def shard_gallery(gallery, mesh: Mesh, axis: str = "gallery") -> jax.Array:
     """Places an (N, d) gallery split along N over the mesh axis (N padded to a multiple of
-    the axis size with zero rows; :func:`sharded_topk` masks them by ``num_items``)."""
+    the axis size with zero rows; :func:`sharded_top_k` masks them by ``num_items``)."""
     size = mesh.shape[axis]
     n = gallery.shape[0]
     pad = (-n) % size
@@ -99,7 +99,7 @@ def shard_gallery(gallery, mesh: Mesh, axis: str = "gallery") -> jax.Array:
     return jax.device_put(gallery, NamedSharding(mesh, P(axis, None)))
 
 
-def sharded_topk(
+def sharded_top_k(
     queries: jax.Array,
     gallery: jax.Array,
     k: int,
@@ -136,7 +136,7 @@ def sharded_topk(
 
     def local(q, g_shard):
         start = jax.lax.axis_index(axis) * per_shard
-        values, idx = topk(q, g_shard, k, chunk_size=chunk_size, num_valid=num_items - start)
+        values, idx = top_k(q, g_shard, k, chunk_size=chunk_size, num_valid=num_items - start)
         idx = idx + start
         all_v = jax.lax.all_gather(values, axis, axis=1, tiled=True)  # (B, shards * k)
         all_i = jax.lax.all_gather(idx, axis, axis=1, tiled=True)
@@ -155,7 +155,7 @@ def sharded_topk(
 TopKFn = Callable[[jax.Array, jax.Array, int], tuple[jax.Array, jax.Array]]
 
 
-def make_topk(chunk_size: int | None = None, mesh: Mesh | None = None) -> TopKFn:
+def make_top_k(chunk_size: int | None = None, mesh: Mesh | None = None) -> TopKFn:
     """The gallery search a run uses: ``search(queries, gallery, k) -> (values, indices)``.
 
     Args:
@@ -168,6 +168,6 @@ def make_topk(chunk_size: int | None = None, mesh: Mesh | None = None) -> TopKFn
       A function of ``(queries (B, d), gallery (N, d), k)``, usable inside ``jit``.
     """
     if mesh is None:
-        return lambda q, g, k: topk(q, g, k, chunk_size=chunk_size)
+        return lambda q, g, k: top_k(q, g, k, chunk_size=chunk_size)
     (axis,) = mesh.axis_names
-    return lambda q, g, k: sharded_topk(q, g, k, mesh, axis=axis, chunk_size=chunk_size)
+    return lambda q, g, k: sharded_top_k(q, g, k, mesh, axis=axis, chunk_size=chunk_size)

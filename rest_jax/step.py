@@ -23,7 +23,7 @@ Robustness, all inside the jitted step (no host sync), in this order:
    distinct top-1 fraction says the model collapsed, the adapted params, optimiser state,
    method state and batch counter return to the source state (so a bank refills as at the
    start); the batch is answered by the source model;
-   ``reset`` says so and ``num_resets`` counts it.
+   ``reset`` says so and ``num_collapse_resets`` counts it.
 
 The per-batch protocol is docs/method.md section 0; the robustness rules above are rest_jax's
 own, in neither paper (section 9).
@@ -49,8 +49,8 @@ from rest_jax.guards import (
     mask_nonfinite_rows,
     update_guard,
 )
-from rest_jax.masked import l2_normalize
 from rest_jax.methods.base import StepContext
+from rest_jax.numerics import l2_normalize
 from rest_jax.selection import combine
 
 PyTree = Any
@@ -69,7 +69,7 @@ class AdaptState(NamedTuple):
       key: PRNG key (raw uint32 data, checkpointable).
       num_rollbacks: int32, batches whose update was rejected (non-finite, degenerate, or no
         usable row).
-      num_resets: int32, collapse-guard resets to the source state.
+      num_collapse_resets: int32, collapse-guard resets to the source state.
       num_nonfinite_rows: int32, valid query rows with non-finite inputs (left unanswered).
       guard: the collapse guard's :class:`rest_jax.guards.GuardState`.
     """
@@ -80,7 +80,7 @@ class AdaptState(NamedTuple):
     batch_index: jax.Array
     key: jax.Array
     num_rollbacks: jax.Array
-    num_resets: jax.Array
+    num_collapse_resets: jax.Array
     num_nonfinite_rows: jax.Array
     guard: GuardState
 
@@ -118,9 +118,9 @@ class StepOutputs(NamedTuple):
         non-finite inputs), ``distinct_top1`` (fraction of distinct top-1 items among the
         answered rows), ``collapse_ema`` (the guard's EMA) and ``degenerate`` (all valid
         rows identical).
-      top_values: with ``config.output_top_k = k``, (B, k) best scores per query, descending
+      top_scores: with ``config.output_top_k = k``, (B, k) best scores per query, descending
         (NaN on rows that are not ``answered``); else ``None``.
-      top_ids: (B, k) int32 gallery indices of ``top_values`` (-1 on rows not answered).
+      top_ids: (B, k) int32 gallery indices of ``top_scores`` (-1 on rows not answered).
     """
 
     scores: jax.Array | None
@@ -129,17 +129,31 @@ class StepOutputs(NamedTuple):
     reset: jax.Array = False
     answered: jax.Array | None = None
     batch_metrics: dict[str, jax.Array] | None = None
-    top_values: jax.Array | None = None
+    top_scores: jax.Array | None = None
     top_ids: jax.Array | None = None
+
+
+def needs_reference(config: AdaptConfig) -> bool:
+    """Whether a run computes the reference gradient r from clean source pairs.
+
+    Only when the update is decoupled (``config.decoupling``) or the cosine cos(g, r) is
+    asked for as a diagnostic (``config.record_reference_cosine``); source pairs given to
+    any other run are kept (unused) and cost nothing.
+    """
+    return config.decoupling or config.record_reference_cosine
 
 
 def make_optimizer(
     config: AdaptConfig, reference: PyTree | None = None
 ) -> optax.GradientTransformationExtraArgs:
-    """AdamW (docs/method.md section 0), preceded by gradient decoupling when a reference is given.
+    """AdamW (docs/method.md section 0), preceded by gradient decoupling when r is needed.
 
-    With ``config.decoupling`` off but a reference given, the transform runs in mode
-    ``"none"``: it changes nothing and only records cos(g, r) (the obtuse-angle observation).
+    With :func:`needs_reference` false this is AdamW alone (``reference`` is ignored). With
+    ``config.decoupling`` off but ``config.record_reference_cosine`` on, the transform runs
+    in mode ``"none"``: it changes nothing and only records cos(g, r).
+
+    Raises:
+      ValueError: the config needs a reference and none is given.
     """
     adamw = optax.adamw(
         config.learning_rate,
@@ -148,10 +162,11 @@ def make_optimizer(
         eps=config.eps,
         weight_decay=config.weight_decay,
     )
-    if reference is None:
-        if config.decoupling:
-            raise ValueError("decoupling=True needs clean source pairs to compute the reference")
+    if not needs_reference(config):
         return optax.with_extra_args_support(adamw)
+    if reference is None:
+        wanted = "decoupling=True" if config.decoupling else "record_reference_cosine=True"
+        raise ValueError(f"{wanted} needs clean source pairs to compute the reference")
     decouple = gradient_decoupling(
         reference,
         mode=config.decoupling_mode if config.decoupling else "none",
@@ -162,13 +177,8 @@ def make_optimizer(
 
 
 def decoupling_state(opt_state: optax.OptState) -> GradientDecouplingState | None:
-    """The first :class:`GradientDecouplingState` inside an optimiser state, if any."""
-    for node in jax.tree.leaves(
-        opt_state, is_leaf=lambda x: isinstance(x, GradientDecouplingState)
-    ):
-        if isinstance(node, GradientDecouplingState):
-            return node
-    return None
+    """The :class:`GradientDecouplingState` inside an optimiser state (None when absent)."""
+    return optax.tree.get(opt_state, GradientDecouplingState.__name__)
 
 
 def all_finite(tree: PyTree) -> jax.Array:
@@ -181,11 +191,6 @@ def all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(checks)) if checks else jnp.ones((), bool)
 
 
-def tree_select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """Leafwise ``where(pred, on_true, on_false)`` for a scalar predicate."""
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
 def make_encode(apply_fn: ApplyFn, frozen: PyTree) -> Callable[[PyTree, Any], jax.Array]:
     """``encode(adapted, inputs) = normalize(apply_fn(combine(adapted, frozen), inputs))``."""
 
@@ -196,175 +201,58 @@ def make_encode(apply_fn: ApplyFn, frozen: PyTree) -> Callable[[PyTree, Any], ja
     return encode
 
 
-def make_step(
+class BatchRows(NamedTuple):
+    """A batch after the non-finite rows are masked (robustness rule 1).
+
+    Attributes:
+      inputs: the inputs, non-finite rows swapped for a finite one (policy "mask").
+      mask: (B,) bool, the caller's mask (true on real queries).
+      valid: (B,) bool, the rows the method adapts on.
+      finite: (B,) bool, rows whose inputs are all finite.
+    """
+
+    inputs: Any
+    mask: jax.Array
+    valid: jax.Array
+    finite: jax.Array
+
+    @property
+    def answered(self) -> jax.Array:
+        """(B,) bool, real rows with finite inputs: their answers are meaningful."""
+        return self.mask & self.finite
+
+
+def mask_bad_rows(batch: dict, config: AdaptConfig) -> BatchRows:
+    """Rule 1: non-finite rows are masked out like padding (policy "rollback": kept valid,
+    so that the batch's update is rejected as a whole)."""
+    mask = jnp.asarray(batch["mask"], bool)
+    inputs = batch["inputs"]
+    if config.nonfinite_inputs == "rollback":
+        return BatchRows(inputs, mask, mask, finite_rows(inputs))
+    inputs, valid, finite = mask_nonfinite_rows(inputs, mask)
+    return BatchRows(inputs, mask, valid, finite)
+
+
+def episode_start(state: AdaptState, initial: AdaptState, config: AdaptConfig) -> AdaptState:
+    """The state the batch adapts from: ``state``, or with ``config.episodic`` the initial
+    adapted params and optimiser state (the rest of ``state`` carries on)."""
+    if not config.episodic:
+        return state
+    return state._replace(adapted=initial.adapted, opt_state=initial.opt_state)
+
+
+def refresh_reference(
     apply_fn: ApplyFn,
     config: AdaptConfig,
-    optimizer: optax.GradientTransformationExtraArgs,
-    mesh: jax.sharding.Mesh | None = None,
-) -> Callable[[AdaptState, dict, StreamConstants], tuple[AdaptState, StepOutputs]]:
-    """Builds the pure per-batch transition ``step(state, batch, constants)``.
-
-    Args:
-      apply_fn: the query encoder, ``apply_fn(params, inputs) -> (B, d)`` features.
-      config: the run's configuration (``config.method`` picks the method).
-      optimizer: from :func:`make_optimizer` (its reference, if any, lives in the state).
-      mesh: a 1-D mesh the gallery rows are sharded over (top-K searches then run per shard,
-        :func:`rest_jax.retrieval.sharded_topk`); None: one device.
-
-    Returns:
-      ``step(state, batch, constants) -> (state, StepOutputs)`` where ``batch`` is a dict with
-      ``"inputs"`` (leading dimension B) and ``"mask"`` ((B,) bool, true on real queries).
-      Jit it with ``donate_argnums=0``.
-    """
-    method = methods.get(config.method)
-    search = retrieval.make_topk(config.gallery_chunk_size, mesh)
-
-    def step(state: AdaptState, batch: dict, constants: StreamConstants):
-        encode = make_encode(apply_fn, constants.frozen)
-        gallery = constants.gallery
-        num_items, dim = gallery.shape
-        if config.output_top_k is not None and config.output_top_k > num_items:
-            raise ValueError(
-                f"output_top_k ({config.output_top_k}) is larger than the gallery ({num_items})"
-            )
-        out_dtype = jnp.promote_types(gallery.dtype, jnp.float32)
-        mask = jnp.asarray(batch["mask"], bool)
-        inputs = batch["inputs"]
-        finite = finite_rows(inputs)
-        if config.nonfinite_inputs == "rollback":
-            valid = mask
-        else:
-            inputs, valid, finite = mask_nonfinite_rows(inputs, mask)
-        answered = mask & finite
-        start = state
-        if config.episodic:
-            start = state._replace(
-                adapted=constants.initial.adapted, opt_state=constants.initial.opt_state
-            )
-        opt_state = start.opt_state
-        if config.reference_refresh_every:
-            opt_state = refresh_reference(
-                apply_fn, config, constants, start.adapted, opt_state, start.batch_index
-            )
-        key, batch_key = jax.random.split(start.key)
-        ctx = StepContext(
-            encode=encode,
-            inputs=inputs,
-            valid=valid,
-            gallery=constants.gallery,
-            batch_index=start.batch_index,
-            key=batch_key,
-            optimizer=optimizer,
-            config=config,
-            initial=constants.initial,
-            topk=lambda q, k: search(q, gallery, k),
-        )
-
-        def one_step(carry, step_index):
-            adapted, opt, mstate, _ = carry
-            out = method.inner_step(ctx, adapted, opt, mstate, step_index)
-            metrics = dict(out.metrics)
-            dstate = decoupling_state(out.opt_state)
-            if dstate is not None:
-                metrics["reference_cosine"] = dstate.cosine
-                metrics["projected"] = dstate.projected
-            queries = out.queries.astype(out_dtype)
-            return (out.adapted, out.opt_state, out.method_state, queries), metrics
-
-        queries0 = jnp.zeros((valid.shape[0], dim), out_dtype)
-        (adapted, opt_state, mstate, queries), metrics = jax.lax.scan(
-            one_step,
-            (start.adapted, opt_state, start.method_state, queries0),
-            jnp.arange(config.steps),
-        )
-        new_state = start._replace(
-            adapted=adapted,
-            opt_state=opt_state,
-            method_state=mstate,
-            batch_index=start.batch_index + 1,
-            key=key,
-        )
-
-        def encode_batch(adapted):
-            return encode(adapted, inputs).astype(out_dtype)
-
-        def answer(queries):
-            """The batch's answer: (B, N) scores, or the (B, k) top-K, plus each top-1 id.
-
-            Scores: the rows of valid queries with non-finite inputs are NaN, from a NaN query
-            (a (B, d) select, not a copy of the (B, N) scores). The top-1 comes from a top-K
-            (XLA:CPU, 64 x 5000 scores: ``argmax`` 1.6 ms of CPU time, ``top_k`` 0.37 ms);
-            both take the lowest index among ties.
-            """
-            if config.output_top_k is None:
-                queries = jnp.where((mask & ~finite)[:, None], jnp.nan, queries)
-                scores = (queries @ gallery.T).astype(out_dtype)
-                return scores, None, None, jax.lax.top_k(scores, 1)[1][:, 0]
-            values, ids = search(queries, gallery, config.output_top_k)
-            return None, values.astype(out_dtype), ids.astype(jnp.int32), ids[:, 0]
-
-        # Reject the update (state exactly as it was, counted) when no row is usable, the
-        # batch is degenerate, or the state or the scores would become non-finite.
-        ok = jnp.any(valid)
-        degenerate = jnp.zeros((), bool)
-        if config.skip_degenerate_batches:
-            degenerate = identical_rows(inputs, valid)
-            ok = ok & ~degenerate
-        if config.rollback_nonfinite:
-            ok = ok & all_finite((adapted, opt_state, mstate)) & all_finite(queries)
-        new_state = tree_select(ok, new_state, state)
-        new_state = new_state._replace(num_rollbacks=state.num_rollbacks + (~ok).astype(jnp.int32))
-        queries = jax.lax.cond(ok, lambda: queries, lambda: encode_batch(state.adapted))
-        answers = answer(queries)
-
-        distinct = distinct_top1_fraction(answers[-1], answered)
-        reset = jnp.zeros((), bool)
-        if config.collapse_guard:
-            guard, reset = update_guard(
-                new_state.guard,
-                distinct,
-                ok & jnp.any(answered),
-                min_distinct=config.collapse_min_distinct,
-                decay=config.collapse_ema_decay,
-                warmup=config.collapse_warmup,
-            )
-            initial = constants.initial
-            restored = new_state._replace(
-                adapted=initial.adapted,
-                opt_state=initial.opt_state,
-                method_state=initial.method_state,
-                batch_index=initial.batch_index,
-            )
-            new_state = tree_select(reset, restored, new_state)._replace(
-                guard=guard, num_resets=new_state.num_resets + reset.astype(jnp.int32)
-            )
-            answers = jax.lax.cond(
-                reset, lambda: answer(encode_batch(initial.adapted)), lambda: answers
-            )
-
-        nonfinite_rows = jnp.sum(mask & ~finite).astype(jnp.int32)
-        new_state = new_state._replace(
-            num_nonfinite_rows=new_state.num_nonfinite_rows + nonfinite_rows
-        )
-        scores, top_values, top_ids, _ = answers
-        if scores is None:
-            top_values = jnp.where(answered[:, None], top_values, jnp.nan)
-            top_ids = jnp.where(answered[:, None], top_ids, -1)
-        batch_metrics = {
-            "nonfinite_rows": nonfinite_rows,
-            "degenerate": degenerate,
-            "distinct_top1": distinct,
-            "collapse_ema": new_state.guard.ema,
-        }
-        return new_state, StepOutputs(
-            scores, metrics, ~ok, reset, answered, batch_metrics, top_values, top_ids
-        )
-
-    return step
-
-
-def refresh_reference(apply_fn, config, constants, adapted, opt_state, batch_index):
-    """Every R batches (not batch 0), recomputes the reference at the current params."""
+    constants: StreamConstants,
+    adapted: PyTree,
+    opt_state: optax.OptState,
+    batch_index: jax.Array,
+) -> optax.OptState:
+    """Every ``config.reference_refresh_every`` batches (not batch 0), recomputes the
+    reference r at the current params (docs/method.md section 4); ``opt_state`` else."""
+    if not config.reference_refresh_every:
+        return opt_state
     if constants.source_inputs is None:
         raise ValueError("reference_refresh_every needs source pairs")
     due = (batch_index > 0) & (batch_index % config.reference_refresh_every == 0)
@@ -382,3 +270,284 @@ def refresh_reference(apply_fn, config, constants, adapted, opt_state, batch_ind
         lambda: current,
     )
     return optax.tree.set(opt_state, reference=reference)
+
+
+def scan_inner_steps(
+    method: methods.Method,
+    ctx: StepContext,
+    start: AdaptState,
+    out_dtype: Any,
+) -> tuple[AdaptState, jax.Array, dict[str, jax.Array]]:
+    """``ctx.config.steps`` optimisation steps of ``method`` in a ``lax.scan``.
+
+    Returns:
+      ``(state, queries, metrics)``: the state after the last step (batch counter not yet
+      advanced), the (B, d) queries of the last step's forward (before its update) and the
+      per-step metrics, each a (steps,) array; with decoupling, ``reference_cosine`` and
+      ``projected`` are added from the transform's state.
+    """
+
+    def one_step(carry, step_index):
+        adapted, opt_state, method_state, _ = carry
+        out = method.inner_step(ctx, adapted, opt_state, method_state, step_index)
+        metrics = dict(out.metrics)
+        dstate = decoupling_state(out.opt_state)
+        if dstate is not None:
+            metrics["reference_cosine"] = dstate.cosine
+            metrics["projected"] = dstate.projected
+        carry = (out.adapted, out.opt_state, out.method_state, out.queries.astype(out_dtype))
+        return carry, metrics
+
+    queries = jnp.zeros((ctx.valid.shape[0], ctx.gallery.shape[1]), out_dtype)
+    carry = (start.adapted, start.opt_state, start.method_state, queries)
+    (adapted, opt_state, method_state, queries), metrics = jax.lax.scan(
+        one_step, carry, jnp.arange(ctx.config.steps)
+    )
+    state = start._replace(adapted=adapted, opt_state=opt_state, method_state=method_state)
+    return state, queries, metrics
+
+
+class UpdateCheck(NamedTuple):
+    """Whether a batch's update is kept (robustness rule 2).
+
+    Attributes:
+      accepted: bool scalar; false rolls the state back.
+      degenerate: bool scalar, all valid rows identical (``config.skip_degenerate_batches``).
+    """
+
+    accepted: jax.Array
+    degenerate: jax.Array
+
+
+def check_update(
+    config: AdaptConfig, rows: BatchRows, candidate: AdaptState, queries: jax.Array
+) -> UpdateCheck:
+    """Rule 2: reject the update when no row is usable, the batch is degenerate, or (with
+    ``config.rollback_nonfinite``) the state or the queries would be non-finite."""
+    accepted = jnp.any(rows.valid)
+    degenerate = jnp.zeros((), bool)
+    if config.skip_degenerate_batches:
+        degenerate = identical_rows(rows.inputs, rows.valid)
+        accepted = accepted & ~degenerate
+    if config.rollback_nonfinite:
+        changing = (candidate.adapted, candidate.opt_state, candidate.method_state)
+        accepted = accepted & all_finite(changing) & all_finite(queries)
+    return UpdateCheck(accepted, degenerate)
+
+
+def roll_back(accepted: jax.Array, candidate: AdaptState, previous: AdaptState) -> AdaptState:
+    """``candidate`` when accepted, else ``previous`` exactly (counter and key included), with
+    the rejection counted in ``num_rollbacks``."""
+    kept = optax.tree.where(accepted, candidate, previous)
+    return kept._replace(num_rollbacks=previous.num_rollbacks + (~accepted).astype(jnp.int32))
+
+
+class Answer(NamedTuple):
+    """A batch's answer: full score rows or a top-K, and each query's top-1 item.
+
+    Attributes:
+      scores: (B, N) scores, or None with ``config.output_top_k``.
+      top_scores: (B, k) best scores per query, descending, or None without it.
+      top_ids: (B, k) int32 gallery ids of ``top_scores``, or None.
+      top1: (B,) the best gallery item per query (for the collapse guard).
+    """
+
+    scores: jax.Array | None
+    top_scores: jax.Array | None
+    top_ids: jax.Array | None
+    top1: jax.Array
+
+
+def answer_queries(
+    queries: jax.Array,
+    gallery: jax.Array,
+    rows: BatchRows,
+    config: AdaptConfig,
+    search: retrieval.TopKFn,
+) -> Answer:
+    """The batch's :class:`Answer` from its (B, d) queries.
+
+    Scores: the rows of real queries with non-finite inputs are NaN, from a NaN query (a
+    (B, d) select, not a copy of the (B, N) scores). The top-1 comes from a top-K (XLA:CPU,
+    64 x 5000 scores: ``argmax`` 1.6 ms of CPU time, ``top_k`` 0.37 ms); both take the
+    lowest index among ties.
+    """
+    out_dtype = queries.dtype
+    if config.output_top_k is None:
+        queries = jnp.where((rows.mask & ~rows.finite)[:, None], jnp.nan, queries)
+        scores = (queries @ gallery.T).astype(out_dtype)
+        return Answer(scores, None, None, jax.lax.top_k(scores, 1)[1][:, 0])
+    values, ids = search(queries, gallery, config.output_top_k)
+    return Answer(None, values.astype(out_dtype), ids.astype(jnp.int32), ids[:, 0])
+
+
+class GuardOutcome(NamedTuple):
+    """The collapse guard's verdict on one batch (robustness rule 3).
+
+    Attributes:
+      state: the state after the guard (the source state's adapted params, optimiser and
+        method state and batch counter on a reset), with the guard and its counter updated.
+      reset: bool scalar, the guard restored the source state on this batch.
+      distinct: the batch's distinct top-1 fraction.
+    """
+
+    state: AdaptState
+    reset: jax.Array
+    distinct: jax.Array
+
+
+def collapse_guard(
+    config: AdaptConfig,
+    state: AdaptState,
+    initial: AdaptState,
+    top1: jax.Array,
+    answered: jax.Array,
+    accepted: jax.Array,
+) -> GuardOutcome:
+    """Rule 3: restore the source state when the EMA of the distinct top-1 fraction says the
+    model collapsed (rest_jax/guards.py); off unless ``config.collapse_guard``."""
+    distinct = distinct_top1_fraction(top1, answered)
+    if not config.collapse_guard:
+        return GuardOutcome(state, jnp.zeros((), bool), distinct)
+    guard, reset = update_guard(
+        state.guard,
+        distinct,
+        accepted & jnp.any(answered),
+        min_distinct=config.collapse_min_distinct,
+        decay=config.collapse_ema_decay,
+        warmup=config.collapse_warmup,
+    )
+    restored = state._replace(
+        adapted=initial.adapted,
+        opt_state=initial.opt_state,
+        method_state=initial.method_state,
+        batch_index=initial.batch_index,
+    )
+    state = optax.tree.where(reset, restored, state)
+    state = state._replace(
+        guard=guard, num_collapse_resets=state.num_collapse_resets + reset.astype(jnp.int32)
+    )
+    return GuardOutcome(state, reset, distinct)
+
+
+def make_step(
+    apply_fn: ApplyFn,
+    config: AdaptConfig,
+    optimizer: optax.GradientTransformationExtraArgs,
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable[[AdaptState, dict, StreamConstants], tuple[AdaptState, StepOutputs]]:
+    """Builds the pure per-batch transition ``step(state, batch, constants)``.
+
+    The step is the composition, in this order, of :func:`mask_bad_rows`,
+    :func:`episode_start`, :func:`refresh_reference`, :func:`scan_inner_steps`,
+    :func:`check_update` and :func:`roll_back`, :func:`answer_queries` and
+    :func:`collapse_guard` (module docstring).
+
+    Args:
+      apply_fn: the query encoder, ``apply_fn(params, inputs) -> (B, d)`` features.
+      config: the run's configuration (``config.method`` picks the method).
+      optimizer: from :func:`make_optimizer` (its reference, if any, lives in the state).
+      mesh: a 1-D mesh the gallery rows are sharded over (top-K searches then run per shard,
+        :func:`rest_jax.retrieval.sharded_top_k`); None: one device.
+
+    Returns:
+      ``step(state, batch, constants) -> (state, StepOutputs)`` where ``batch`` is a dict with
+      ``"inputs"`` (leading dimension B) and ``"mask"`` ((B,) bool, true on real queries).
+      Jit it with ``donate_argnums=0``.
+    """
+    method = methods.get(config.method)
+    search = retrieval.make_top_k(config.gallery_chunk_size, mesh)
+
+    def step(state: AdaptState, batch: dict, constants: StreamConstants):
+        gallery = constants.gallery
+        if config.output_top_k is not None and config.output_top_k > gallery.shape[0]:
+            raise ValueError(
+                f"output_top_k ({config.output_top_k}) is larger than the gallery "
+                f"({gallery.shape[0]})"
+            )
+        out_dtype = jnp.promote_types(gallery.dtype, jnp.float32)
+        encode = make_encode(apply_fn, constants.frozen)
+        rows = mask_bad_rows(batch, config)
+
+        start = episode_start(state, constants.initial, config)
+        opt_state = refresh_reference(
+            apply_fn, config, constants, start.adapted, start.opt_state, start.batch_index
+        )
+        key, batch_key = jax.random.split(start.key)
+        ctx = StepContext(
+            encode=encode,
+            inputs=rows.inputs,
+            valid=rows.valid,
+            gallery=gallery,
+            batch_index=start.batch_index,
+            key=batch_key,
+            optimizer=optimizer,
+            config=config,
+            initial=constants.initial,
+            top_k=lambda q, k: search(q, gallery, k),
+        )
+        stepped, queries, metrics = scan_inner_steps(
+            method, ctx, start._replace(opt_state=opt_state), out_dtype
+        )
+        candidate = stepped._replace(batch_index=start.batch_index + 1, key=key)
+
+        verdict = check_update(config, rows, candidate, queries)
+        new_state = roll_back(verdict.accepted, candidate, state)
+        queries = jax.lax.cond(
+            verdict.accepted,
+            lambda: queries,
+            lambda: encode(state.adapted, rows.inputs).astype(out_dtype),
+        )
+        answer = answer_queries(queries, gallery, rows, config, search)
+
+        guarded = collapse_guard(
+            config, new_state, constants.initial, answer.top1, rows.answered, verdict.accepted
+        )
+        new_state = guarded.state
+        if config.collapse_guard:
+            initial_queries = lambda: encode(constants.initial.adapted, rows.inputs)
+            answer = jax.lax.cond(
+                guarded.reset,
+                lambda: answer_queries(
+                    initial_queries().astype(out_dtype), gallery, rows, config, search
+                ),
+                lambda: answer,
+            )
+
+        nonfinite_rows = jnp.sum(rows.mask & ~rows.finite).astype(jnp.int32)
+        new_state = new_state._replace(
+            num_nonfinite_rows=new_state.num_nonfinite_rows + nonfinite_rows
+        )
+        return new_state, step_outputs(answer, rows, metrics, verdict, guarded, nonfinite_rows)
+
+    return step
+
+
+def step_outputs(
+    answer: Answer,
+    rows: BatchRows,
+    metrics: dict[str, jax.Array],
+    verdict: UpdateCheck,
+    guarded: GuardOutcome,
+    nonfinite_rows: jax.Array,
+) -> StepOutputs:
+    """Shapes a batch's :class:`StepOutputs`; top-K rows not answered are NaN / -1."""
+    top_scores, top_ids = answer.top_scores, answer.top_ids
+    if answer.scores is None:
+        top_scores = jnp.where(rows.answered[:, None], top_scores, jnp.nan)
+        top_ids = jnp.where(rows.answered[:, None], top_ids, -1)
+    return StepOutputs(
+        scores=answer.scores,
+        metrics=metrics,
+        rolled_back=~verdict.accepted,
+        reset=guarded.reset,
+        answered=rows.answered,
+        batch_metrics={
+            "nonfinite_rows": nonfinite_rows,
+            "degenerate": verdict.degenerate,
+            "distinct_top1": guarded.distinct,
+            "collapse_ema": guarded.state.guard.ema,
+        },
+        top_scores=top_scores,
+        top_ids=top_ids,
+    )

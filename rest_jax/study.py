@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,8 +23,8 @@ from rest_jax.data import streams
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, corrupt_images
 from rest_jax.data.text_corruptions import TEXT_CORRUPTIONS, corrupt_texts
 from rest_jax.loop import StreamResult, run_stream
-from rest_jax.masked import l2_normalize
 from rest_jax.metrics import retrieval_metrics
+from rest_jax.models.gallery import embed_gallery
 
 DIRECTIONS = ("i2t", "t2i")
 
@@ -139,31 +138,9 @@ def query_inputs(split: RetrievalSplit, direction: str, domain: Domain, towers: 
 
 
 def embed(encoder, params, inputs, batch_size: int = 256) -> np.ndarray:
-    """L2-normalised embeddings of ``inputs`` (an array or a dict of arrays) in fixed-size
-    padded batches (one compilation)."""
-    forward = _jitted_forward(encoder)
-    n = streams.num_rows(inputs)
-    out = []
-    for start in range(0, n, batch_size):
-        chunk = streams.take_rows(inputs, slice(start, start + batch_size))
-        real = min(batch_size, n - start)
-        if real < batch_size:
-            chunk = jax.tree.map(
-                lambda x, r=real: np.concatenate([x, np.repeat(x[:1], batch_size - r, axis=0)]),
-                chunk,
-            )
-        out.append(forward(params, chunk)[:real])
-    return np.asarray(jnp.concatenate(out))
-
-
-_FORWARDS: dict[int, Callable] = {}
-
-
-def _jitted_forward(encoder):
-    key = id(encoder)
-    if key not in _FORWARDS:
-        _FORWARDS[key] = jax.jit(lambda p, x: l2_normalize(encoder(p, x).astype(jnp.float32)))
-    return _FORWARDS[key]
+    """L2-normalised float32 embeddings of ``inputs``, as a numpy array
+    (:func:`rest_jax.models.gallery.embed_gallery`, without a progress bar)."""
+    return np.asarray(embed_gallery(encoder, params, inputs, batch_size, show_progress=False))
 
 
 def gallery_embeddings(split: RetrievalSplit, direction: str, towers: Towers) -> np.ndarray:

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from rest_jax.config import AdaptConfig
+from rest_jax.refinement import check_num_candidates
 
 
 def _as_float_matrix(x: Any, what: str) -> np.ndarray:
@@ -40,11 +41,8 @@ def check_gallery(gallery: Any, config: AdaptConfig | None = None) -> np.ndarray
     if not np.all(np.isfinite(gallery)):
         bad = np.unique(np.nonzero(~np.isfinite(gallery))[0])
         raise ValueError(f"the gallery has non-finite values in rows {bad[:10].tolist()}")
-    if config is not None and config.num_candidates > gallery.shape[0]:
-        raise ValueError(
-            f"num_candidates (K={config.num_candidates}) is larger than the gallery "
-            f"({gallery.shape[0]} items)"
-        )
+    if config is not None:
+        check_num_candidates(config.num_candidates, gallery.shape[0])
     return gallery
 
 
@@ -89,13 +87,6 @@ def check_source(source: tuple[Any, Any], dim: int) -> tuple[Any, np.ndarray]:
     if bad.size:
         raise ValueError(_nonfinite_message("source targets", bad))
     return inputs, targets
-
-
-def check_robustness_config(config: AdaptConfig) -> None:
-    """Nothing left to check here: ``AdaptConfig`` checks its robustness fields (policy name,
-    collapse-guard ranges), with every other field, when it is built
-    (``rest_jax.config.FIELD_CHECKS``). Kept for its callers."""
-    del config
 
 
 def _where(index: int | None) -> str:

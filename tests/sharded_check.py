@@ -23,7 +23,7 @@ from toy import toy_apply, toy_problem  # noqa: E402
 
 from rest_jax import Adapter, batches_from_array, preset, run_stream  # noqa: E402
 from rest_jax.refinement import refine  # noqa: E402
-from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_topk, topk  # noqa: E402
+from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_top_k, top_k  # noqa: E402
 
 
 def to_host(x):
@@ -33,7 +33,7 @@ def to_host(x):
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def check_topk(mesh):
+def check_top_k(mesh):
     key = jax.random.PRNGKey(0)
     q = jax.random.normal(key, (16, 8))
     g = jax.random.normal(jax.random.fold_in(key, 1), (203, 8))  # not a multiple of 8
@@ -41,11 +41,11 @@ def check_topk(mesh):
     sg = shard_gallery(g, mesh)
     for chunk in (None, 7):
         v1, i1 = jax.jit(
-            lambda q, sg, c=chunk: sharded_topk(q, sg, 6, mesh, num_items=203, chunk_size=c)
+            lambda q, sg, c=chunk: sharded_top_k(q, sg, 6, mesh, num_items=203, chunk_size=c)
         )(q, sg)
         np.testing.assert_array_equal(to_host(i0), to_host(i1))
         np.testing.assert_allclose(to_host(v0), to_host(v1), rtol=1e-6)
-    v2, i2 = topk(q, g, 6, chunk_size=50)
+    v2, i2 = top_k(q, g, 6, chunk_size=50)
     np.testing.assert_array_equal(to_host(i0), to_host(i2))
 
 
@@ -58,7 +58,7 @@ def check_refinement(mesh):
     valid = jnp.arange(16) < 13
 
     def run(q, g):
-        r = refine(q, q @ g.T, g, valid, num_candidates=3, dedup=True, tau=0.05)
+        r = refine(q, q @ g.T, g, valid, num_candidates=3, dedup=True, temperature=0.05)
         return r.logits, r.column_mask, r.candidate_ids
 
     single = jax.jit(run)(q, g)
@@ -83,7 +83,7 @@ def check_rest_stream(mesh):
         toy_apply, params, gallery, config=config.replace(gallery_chunk_size=5, output_top_k=4),
         rules=[(r"^ln/", True)], source=(clean[:16], gallery[:16]), mesh=mesh,
     )  # fmt: skip
-    results.append(run_stream(adapter, batches_from_array(queries, 16), keep="topk", top_k=4))
+    results.append(run_stream(adapter, batches_from_array(queries, 16), keep="top_k", top_k=4))
     single, sharded, chunked = results
     np.testing.assert_allclose(single.scores, sharded.scores, rtol=1e-5, atol=1e-6)
     for other in (sharded, chunked):
@@ -91,8 +91,8 @@ def check_rest_stream(mesh):
             np.testing.assert_allclose(to_host(a), to_host(b), rtol=1e-5, atol=1e-6)
     assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) == mesh.size
     values, ids = jax.lax.top_k(jnp.asarray(single.scores), 4)
-    np.testing.assert_array_equal(chunked.topk_ids, np.asarray(ids))
-    np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(chunked.top_ids, np.asarray(ids))
+    np.testing.assert_allclose(chunked.top_scores, np.asarray(values), rtol=1e-5, atol=1e-6)
 
 
 def check_no_checkpoints_across_processes(mesh):
@@ -121,7 +121,7 @@ def main():
         )
     print(f"processes={jax.process_count()} devices={jax.device_count()}")
     mesh = gallery_mesh()
-    check_topk(mesh)
+    check_top_k(mesh)
     if jax.process_count() == 1:
         # Across processes the rest stream below runs the same refinement on a sharded gallery.
         check_refinement(mesh)

@@ -9,7 +9,6 @@ import pytest
 from toy import layer_norm, toy_apply, toy_problem
 
 from rest_jax import Adapter, batches_from_array, methods, pad_batch, preset, run_stream
-from rest_jax.masked import entropy
 from rest_jax.methods.base import StepContext
 from rest_jax.methods.baseline_common import lowest_entropy, strictly_below_kth
 from rest_jax.methods.deyo import deyo_loss, patch_permutations, patch_shuffled_view
@@ -18,6 +17,7 @@ from rest_jax.methods.read import read_loss
 from rest_jax.methods.sar import SarState, sar_first_filter
 from rest_jax.methods.shot import shot_loss
 from rest_jax.methods.tent import tent_loss
+from rest_jax.numerics import entropy
 from rest_jax.step import make_encode, make_optimizer
 
 LN_ONLY = [(r"^ln/", True)]
@@ -292,7 +292,7 @@ def test_sar_resets_to_the_initial_state_when_the_ema_drops():
     for a, b in zip(jax.tree.leaves(reset.opt_state), jax.tree.leaves(initial.opt_state)):
         np.testing.assert_array_equal(a, b)
     assert not bool(reset.method_state.ema_defined) and float(reset.method_state.ema) == 0.0
-    assert int(reset.method_state.num_resets) == 1
+    assert int(reset.method_state.num_sar_resets) == 1
     # the cleared EMA does not re-fire: the next step redefines it from its own loss
     again = inner_step(reset.adapted, reset.opt_state, reset.method_state, 2)
     close(again.metrics["ema"], again.metrics["loss_second"])
@@ -354,7 +354,11 @@ def problem_for(name, dtype=jnp.float32):
 def whole_gallery_logits(adapter, apply_fn, params, inputs):
     q = np.asarray(apply_fn(params, inputs), np.float64)
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    return q @ np.asarray(adapter.constants.gallery, np.float64).T / adapter.config.baseline_tau
+    return (
+        q
+        @ np.asarray(adapter.constants.gallery, np.float64).T
+        / adapter.config.baseline_temperature
+    )
 
 
 def eata_mean_rule(mean, defined, logits, n_valid, cfg):
@@ -377,7 +381,7 @@ def check_definition(name, adapter, apply_fn, params, queries, out):
     loss = np.asarray(out.metrics["loss"])
     valid = jnp.ones(8, bool)
     if name == "source":
-        close(out.scores, logits * adapter.config.baseline_tau, rtol=1e-12, atol=1e-14)
+        close(out.scores, logits * adapter.config.baseline_temperature, rtol=1e-12, atol=1e-14)
     definitions = {
         "tent": lambda z: tent_loss(z, valid),
         "read": lambda z: read_loss(z, valid).loss,

@@ -176,7 +176,7 @@ def test_bench_both_fails_with_the_childs_error(tmp_path, monkeypatch):
         bench_gpu.main([*BOTH, "--torch-precisions", "tf32", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [(r["framework"], r["status"][:6]) for r in rows] == [("torch", "error:")]
-    monkeypatch.setattr(bench_gpu, "torch_available", lambda: "No module named 'torch'")
+    monkeypatch.setattr(bench_gpu.cli, "torch_available", lambda: "No module named 'torch'")
     with pytest.raises(SystemExit, match="needs torch and transformers"):
         bench_gpu.main([*BOTH, "--out", str(tmp_path / "no_torch")])
 

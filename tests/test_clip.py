@@ -39,6 +39,7 @@ from rest_jax.models import (
     vit_b16,
 )
 from rest_jax.models import clip as clip_lib
+from rest_jax.numerics import l2_normalize
 from rest_jax.selection import combine, partition, select
 
 EOS = 99
@@ -250,7 +251,7 @@ def test_embed_is_normalised_and_towers_work_alone(tiny):
     assert set(only_image) == {"image"}
     np.testing.assert_allclose(only_image["image"], both["image"], atol=1e-6)
     features = tiny.encode_text(params["text"], texts)
-    np.testing.assert_allclose(clip_lib.l2_normalize(features), both["text"], atol=1e-6)
+    np.testing.assert_allclose(l2_normalize(features), both["text"], atol=1e-6)
     with pytest.raises(ValueError, match="images, texts"):
         ClipModel(config).embed(params)
     with pytest.raises(ValueError, match="NHWC"):
@@ -523,7 +524,7 @@ def test_gallery_pads_without_recompiling(tiny):
     assert traces == [(3, 32, 32, 3)]  # 3 batches of 7 items, the last padded: traced once
     assert out.shape == (7, 16)
     np.testing.assert_allclose(
-        out, clip_lib.l2_normalize(tiny.encode_image(params["vision"], gallery)), atol=1e-5
+        out, l2_normalize(tiny.encode_image(params["vision"], gallery)), atol=1e-5
     )
     again = embed_gallery(
         counted, params["vision"], np.asarray(gallery[:5]), 3, show_progress=False
@@ -547,7 +548,7 @@ def test_gallery_with_host_transform(tiny):
         show_progress=False,
         transform=lambda chunk: preprocess_images(chunk, info),
     )
-    expected = clip_lib.l2_normalize(
+    expected = l2_normalize(
         tiny.encode_image(params["vision"], jnp.asarray(preprocess_images(raw, info)))
     )
     np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -19,13 +19,13 @@ from rest_jax.models import (
     ClipConfig,
     ClipModel,
     image_encoder,
-    l2_normalize,
     load_clip,
     load_tokenizer,
     text_encoder,
     vit_b16,
 )
 from rest_jax.models.hf import expected_hf_shapes, weight_specs
+from rest_jax.numerics import l2_normalize
 from rest_jax.selection import select
 
 torch = pytest.importorskip("torch")

@@ -44,7 +44,7 @@ def test_one_error_names_every_bad_field():
         ("learning_rate", float("nan"), "learning_rate must be finite, got nan"),
         ("learning_rate", "3e-4", "learning_rate must be a number, got '3e-4'"),
         ("b2", 1.0, "b2 must be in [0, 1), got 1.0"),
-        ("tau", 0.0, "tau must be > 0, got 0.0"),
+        ("refinement_temperature", 0.0, "refinement_temperature must be > 0, got 0.0"),
         ("bank_ratio", 1.5, "bank_ratio must be in [0, 1], got 1.5"),
         ("bank_batches", -1, "bank_batches must be >= 0 (or None), got -1"),
         ("consistency_weight", -0.5, "consistency_weight must be >= 0, got -0.5"),
@@ -88,3 +88,10 @@ def test_each_set_of_allowed_values_is_one_constant():
     assert decoupling.MODES is config_lib.DECOUPLING_MODES
     assert FIELD_CHECKS["decoupling_mode"][0] is config_lib.DECOUPLING_MODES
     assert FIELD_CHECKS["nonfinite_inputs"][0] is config_lib.NONFINITE_POLICIES
+
+
+def test_a_reference_refresh_needs_a_reference():
+    with pytest.raises(ValueError, match="^reference_refresh_every refreshes a reference"):
+        preset("tent", reference_refresh_every=5)
+    assert preset("tent", reference_refresh_every=5, record_reference_cosine=True)
+    assert preset("rest", reference_refresh_every=5).decoupling

@@ -11,10 +11,10 @@ import pytest
 from rest_jax import bank as bank_lib
 from rest_jax import losses
 from rest_jax.config import preset
-from rest_jax.masked import entropy, l2_normalize
 from rest_jax.methods.base import StepContext
 from rest_jax.methods.rest import objective
 from rest_jax.metrics import retrieval_metrics
+from rest_jax.numerics import entropy, l2_normalize
 from rest_jax.step import make_optimizer
 
 RTOL = 1e-8
@@ -65,10 +65,10 @@ def test_p2_tcr_step0_forward_and_gradients(parity, x64, case_index):
     x = jnp.array(p2["X"], jnp.float64)
     config = preset(
         "tcr",
-        tau=case["tau"],
+        refinement_temperature=case["tau"],
         bank_ratio=p2["ratio"],
         bank_size=p2["bank_size"],
-        uniformity_t=p2["t"],
+        uniformity_scale=p2["t"],
     )
 
     def run(weights, features):

@@ -45,7 +45,7 @@ def stream(queries, kill_at=None):
 
 
 def assert_same(a, b):
-    for name in ("query_ids", "scores", "topk_ids", "topk_scores", "answered", "rolled_back"):
+    for name in ("query_ids", "scores", "top_ids", "top_scores", "answered", "rolled_back"):
         x, y = getattr(a, name), getattr(b, name)
         assert (x is None) == (y is None), name
         if x is not None:
@@ -62,7 +62,7 @@ def assert_same(a, b):
         assert x.dtype == y.dtype and np.array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("keep", ["scores", "topk"])
+@pytest.mark.parametrize("keep", ["scores", "top_k"])
 def test_kill_and_resume_is_bit_identical(setup, tmp_path, keep):
     adapter, queries = setup
     uninterrupted = run_stream(adapter, stream(queries), keep=keep, top_k=5)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rest_jax.retrieval import topk
+from rest_jax.retrieval import top_k
 
 
 @pytest.mark.parametrize("n,chunk,k", [(100, 16, 5), (64, 64, 3), (37, 8, 8), (50, 10, 1)])
@@ -23,7 +23,7 @@ def test_chunked_topk_equals_plain(n, chunk, k):
     q = jax.random.normal(key, (7, 5))
     g = jax.random.normal(jax.random.fold_in(key, 1), (n, 5))
     v0, i0 = jax.lax.top_k(q @ g.T, k)
-    v1, i1 = topk(q, g, k, chunk_size=chunk)
+    v1, i1 = top_k(q, g, k, chunk_size=chunk)
     np.testing.assert_array_equal(np.asarray(i0), np.asarray(i1))
     np.testing.assert_allclose(np.asarray(v0), np.asarray(v1), rtol=1e-6)
 
@@ -32,16 +32,16 @@ def test_chunked_topk_breaks_ties_towards_lower_index():
     g = jnp.concatenate([jnp.eye(3)] * 4)  # every basis vector 4 times
     q = jnp.eye(3)
     _, plain = jax.lax.top_k(q @ g.T, 4)
-    _, chunked = topk(q, g, 4, chunk_size=5)
+    _, chunked = top_k(q, g, 4, chunk_size=5)
     np.testing.assert_array_equal(np.asarray(plain), np.asarray(chunked))
 
 
 def test_topk_errors():
     q, g = jnp.ones((2, 3)), jnp.ones((4, 3))
     with pytest.raises(ValueError, match="k must be in 1..4"):
-        topk(q, g, 5)
+        top_k(q, g, 5)
     with pytest.raises(ValueError, match="chunk_size"):
-        topk(q, g, 3, chunk_size=2)
+        top_k(q, g, 3, chunk_size=2)
 
 
 SHARDED_CHECK = pathlib.Path(__file__).with_name("sharded_check.py")

@@ -11,7 +11,6 @@ the all-constant batch leave no trace at all (bit-identical).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import jax
@@ -139,7 +138,7 @@ def test_constant_batch_without_skipping_stays_finite_and_bounded(problem):
     assert np.mean(after.argmax(1) == ref.argmax(1)) >= 0.95
     diff = max_param_diff(result.final_state.adapted, reference.final_state.adapted)
     assert 0 < diff <= 100 * config.learning_rate
-    assert int(result.final_state.num_resets) == 0 and not reference.reset.any()
+    assert int(result.final_state.num_collapse_resets) == 0 and not reference.reset.any()
     assert result.batch_metrics["distinct_top1"][BAD_AT] == 1 / B  # the constant batch
     assert result.batch_metrics["collapse_ema"].min() > config.collapse_min_distinct
 
@@ -190,13 +189,13 @@ def test_rollback_policy_rejects_the_whole_batch(problem):
 def test_topk_and_metrics_only_keep_what_is_asked(problem, tcr_adapter):
     _, _, queries, _ = problem
     batches = lambda: stream(queries[: 3 * B], [bad_batches()["nan"]])
-    topk = run_stream(tcr_adapter, batches(), keep="topk", top_k=3)
+    top_k = run_stream(tcr_adapter, batches(), keep="top_k", top_k=3)
     full = run_stream(tcr_adapter, batches())
-    assert topk.scores is None and topk.topk_ids.shape == (4 * B, 3)
-    assert (topk.topk_ids[~topk.answered] == -1).all()
-    assert np.isnan(topk.topk_scores[~topk.answered]).all()
+    assert top_k.scores is None and top_k.top_ids.shape == (4 * B, 3)
+    assert (top_k.top_ids[~top_k.answered] == -1).all()
+    assert np.isnan(top_k.top_scores[~top_k.answered]).all()
     np.testing.assert_array_equal(
-        topk.topk_ids[topk.answered][:, 0], full.scores[full.answered].argmax(1)
+        top_k.top_ids[top_k.answered][:, 0], full.scores[full.answered].argmax(1)
     )
     metrics = run_stream(tcr_adapter, batches(), keep="metrics")
     assert metrics.scores is None and metrics.query_ids is None and metrics.answered is None
@@ -245,26 +244,22 @@ def test_guard_fires_once_when_the_source_itself_looks_collapsed():
     assert sum(fired) == 2
 
 
-@dataclasses.dataclass(frozen=True)
-class CollapsingMethod:
+def collapsing_step(ctx, adapted, opt_state, method_state, step_index):
     """Drives the LayerNorm scale to 0 (every query then maps to the same feature)."""
+    queries = ctx.encode(adapted, ctx.inputs)
+    ln = adapted["ln"]
+    adapted = {**adapted, "ln": {"scale": 0.3 * ln["scale"], "bias": ln["bias"]}}
+    return InnerResult(adapted, opt_state, method_state + 1, queries, {"loss": jnp.zeros(())})
 
-    name: str = "test_collapsing"
 
-    def init(self, config, *, dim, dtype, num_gallery=None):
-        return jnp.zeros((), jnp.int32)
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index):
-        queries = ctx.encode(adapted, ctx.inputs)
-        ln = adapted["ln"]
-        adapted = {**adapted, "ln": {"scale": 0.3 * ln["scale"], "bias": ln["bias"]}}
-        return InnerResult(adapted, opt_state, method_state + 1, queries, {"loss": jnp.zeros(())})
+def collapsing_method() -> methods.Method:
+    return methods.Method(lambda config, **shapes: jnp.zeros((), jnp.int32), collapsing_step)
 
 
 def test_collapse_guard_restores_the_source_state(problem, caplog):
     params, gallery, queries, _ = problem
     if "test_collapsing" not in methods.available():
-        methods.register("test_collapsing", CollapsingMethod)
+        methods.register("test_collapsing", collapsing_method)
     config = preset(
         "tcr",
         method="test_collapsing",
@@ -278,7 +273,7 @@ def test_collapse_guard_restores_the_source_state(problem, caplog):
     with caplog.at_level(logging.WARNING, logger="rest_jax"):
         result = run_stream(adapter, stream(queries))
     resets = np.nonzero(result.reset)[0]
-    assert len(resets) >= 2 and int(result.final_state.num_resets) == len(resets)
+    assert len(resets) >= 2 and int(result.final_state.num_collapse_resets) == len(resets)
     assert "collapse guard restored the source state" in caplog.text
     # the batch that triggers a reset is answered by the source model
     unadapted = Adapter.create(toy_apply, params, gallery, config=preset("source"), rules=LN_ONLY)

@@ -9,6 +9,7 @@ import pytest
 from toy import toy_apply, toy_problem
 
 from rest_jax import Adapter, batches_from_array, pad_batch, preset, run_stream
+from rest_jax.step import decoupling_state
 
 LN_ONLY = [(r"^ln/", True)]
 
@@ -32,7 +33,7 @@ def spec_tcr_stream(params, gallery, batches, cfg):
 
     @jax.jit
     def entropies(q, ghat):
-        z = q @ ghat.T / cfg.tau
+        z = q @ ghat.T / cfg.refinement_temperature
         logp = jax.nn.log_softmax(z, axis=1)
         return -(jnp.exp(logp) * logp).sum(1)
 
@@ -44,7 +45,7 @@ def spec_tcr_stream(params, gallery, batches, cfg):
         keep = h <= e_thr
         w = jnp.maximum(0.0, 1 - jax.lax.stop_gradient(h) / (e_thr + cfg.rem_eps))
         rem = jnp.sum(jnp.where(keep, w * h, 0)) / jnp.maximum(keep.sum(), 1)
-        uni = jnp.mean(jnp.exp(-cfg.uniformity_t * jnp.linalg.norm(q - q.mean(0), axis=1)))
+        uni = jnp.mean(jnp.exp(-cfg.uniformity_scale * jnp.linalg.norm(q - q.mean(0), axis=1)))
         gap = (jnp.linalg.norm(q.mean(0) - ghat.mean(0)) - margin) ** 2
         return rem + uni + gap
 
@@ -94,7 +95,14 @@ def spec_tcr_stream(params, gallery, batches, cfg):
 
 def test_multibatch_tcr_stream_matches_spec_computation(x64):
     params, gallery, queries, _ = toy_problem(seed=1, n_queries=18, dtype=jnp.float64)
-    cfg = preset("tcr", tau=0.1, bank_size=4, bank_ratio=0.5, bank_batches=2, learning_rate=1e-2)
+    cfg = preset(
+        "tcr",
+        refinement_temperature=0.1,
+        bank_size=4,
+        bank_ratio=0.5,
+        bank_batches=2,
+        learning_rate=1e-2,
+    )
     adapter = Adapter.create(toy_apply, params, gallery, config=cfg, rules=LN_ONLY)
     result = run_stream(adapter, batches_from_array(queries, 6))
     batches = [queries[i : i + 6] for i in range(0, 18, 6)]
@@ -155,17 +163,17 @@ def test_chunked_search_and_topk_output_equal_the_plain_step(x64, name):
             toy_apply, params, gallery, config=cfg.replace(**overrides), rules=LN_ONLY,
             source=source,
         )  # fmt: skip
-        keep = "topk" if overrides else "scores"
+        keep = "top_k" if overrides else "scores"
         return run_stream(adapter, batches_from_array(queries, 8), keep=keep, top_k=5)
 
     plain = run()
     chunked = run(gallery_chunk_size=7, output_top_k=5)  # 40 items: 6 chunks, the last padded
     values, ids = jax.lax.top_k(jnp.asarray(plain.scores), 5)
-    np.testing.assert_array_equal(chunked.topk_ids, np.asarray(ids))
-    np.testing.assert_allclose(chunked.topk_scores, np.asarray(values), rtol=1e-12, atol=1e-14)
+    np.testing.assert_array_equal(chunked.top_ids, np.asarray(ids))
+    np.testing.assert_allclose(chunked.top_scores, np.asarray(values), rtol=1e-12, atol=1e-14)
     for a, b in zip(jax.tree.leaves(plain.final_state), jax.tree.leaves(chunked.final_state)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-14)
-    assert chunked.scores is None and chunked.topk_ids.shape == (20, 5)
+    assert chunked.scores is None and chunked.top_ids.shape == (20, 5)
 
 
 def test_topk_output_errors():
@@ -176,7 +184,7 @@ def test_topk_output_errors():
     with pytest.raises(ValueError, match="keep='scores' needs the full score rows"):
         run_stream(adapter, batches_from_array(queries, 8))
     with pytest.raises(ValueError, match="larger than the step's output_top_k"):
-        run_stream(adapter, batches_from_array(queries, 8), keep="topk", top_k=4)
+        run_stream(adapter, batches_from_array(queries, 8), keep="top_k", top_k=4)
     big = Adapter.create(
         toy_apply, params, gallery, config=preset("tcr", output_top_k=10_000), rules=LN_ONLY
     )
@@ -294,7 +302,13 @@ def test_decoupling_off_ignores_beta():
             toy_apply,
             params,
             gallery,
-            config=preset("rest", decoupling=False, decoupling_beta=beta, learning_rate=1e-2),
+            config=preset(
+                "rest",
+                decoupling=False,
+                decoupling_beta=beta,
+                learning_rate=1e-2,
+                record_reference_cosine=True,
+            ),
             rules=LN_ONLY,
             source=(clean, gallery),
         )
@@ -302,3 +316,23 @@ def test_decoupling_off_ignores_beta():
         assert np.any(result.metrics["reference_cosine"] != 0)  # still recorded
         scores.append(result.scores)
     np.testing.assert_array_equal(scores[0], scores[1])
+
+
+def test_reference_only_when_decoupling_or_asked():
+    """Source pairs alone compute no reference: tent gets plain AdamW, no cosine metric;
+    ``record_reference_cosine`` (or ``decoupling``) without source pairs is an error."""
+    params, gallery, queries, clean = toy_problem(seed=3, n_queries=8)
+    adapter = Adapter.create(
+        toy_apply, params, gallery, config=preset("tent"), rules=LN_ONLY, source=(clean, gallery)
+    )
+    assert decoupling_state(adapter.constants.initial.opt_state) is None
+    state, out = adapter.step(adapter.init_state(), next(batches_from_array(queries, 8)))
+    assert "reference_cosine" not in out.metrics
+    with pytest.raises(ValueError, match="record_reference_cosine=True needs clean source"):
+        Adapter.create(
+            toy_apply,
+            params,
+            gallery,
+            config=preset("tent", record_reference_cosine=True),
+            rules=LN_ONLY,
+        )

@@ -16,7 +16,7 @@ def test_oracle_tunes_on_the_first_half_and_beats_the_source_on_the_second():
     gallery = np.asarray(gallery) / np.linalg.norm(gallery, axis=1, keepdims=True)
     relevant = (np.arange(160) % 40)[:, None]
     order = np.random.default_rng(0).permutation(160)
-    cfg = oracle.OracleConfig(learning_rate=3e-2, epochs=20, batch_size=16, tau=0.05)
+    cfg = oracle.OracleConfig(learning_rate=3e-2, epochs=20, batch_size=16, temperature=0.05)
     out = oracle.oracle_retrieval(
         toy_apply, params, LAYERNORM_RULES, np.asarray(queries), order, gallery, relevant, cfg,
         study.embed,

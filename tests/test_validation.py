@@ -219,7 +219,7 @@ def test_top_k_larger_than_the_gallery(problem):
     _, _, queries = problem
     adapter = make(problem)
     with pytest.raises(ValueError, match=r"top_k must be in 1\.\.12 \(the gallery size\), got 20"):
-        run_stream(adapter, batches_from_array(queries, 4), keep="topk", top_k=20)
+        run_stream(adapter, batches_from_array(queries, 4), keep="top_k", top_k=20)
 
 
 def test_unknown_preset():

@@ -1,18 +1,23 @@
-"""Registry of adaptation methods, chosen by name in configs and on the command line."""
+"""Registry of adaptation methods, chosen by name in configs and on the command line.
+
+Each entry is a function returning a :class:`Method` ``(init, inner_step)``; ``tcr`` and
+``rest`` are one method (their presets differ, rest_jax/config.py).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from rest_jax.methods.base import InnerResult, Method, StepContext, gradient_update
-from rest_jax.methods.deyo import DeyoMethod
-from rest_jax.methods.eata import EataMethod
-from rest_jax.methods.read import ReadMethod
-from rest_jax.methods.rest import RestMethod
-from rest_jax.methods.sar import SarMethod
-from rest_jax.methods.shot import ShotMethod
-from rest_jax.methods.source import SourceMethod
-from rest_jax.methods.tent import TentMethod
+from rest_jax.methods.base import InnerResult, Method, StepContext, gradient_update, no_state
+from rest_jax.methods.baseline_common import entropy_method
+from rest_jax.methods.deyo import deyo
+from rest_jax.methods.eata import eata
+from rest_jax.methods.read import read
+from rest_jax.methods.rest import rest
+from rest_jax.methods.sar import sar
+from rest_jax.methods.shot import shot
+from rest_jax.methods.source import source
+from rest_jax.methods.tent import tent
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
 
@@ -35,22 +40,24 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-register("source", SourceMethod)
-register("tcr", lambda: RestMethod("tcr"))
-register("rest", lambda: RestMethod("rest"))
-register("tent", TentMethod)
-register("eata", EataMethod)
-register("sar", SarMethod)
-register("read", ReadMethod)
-register("shot", ShotMethod)
-register("deyo", DeyoMethod)
+register("source", source)
+register("tcr", rest)
+register("rest", rest)
+register("tent", tent)
+register("eata", eata)
+register("sar", sar)
+register("read", read)
+register("shot", shot)
+register("deyo", deyo)
 
 __all__ = [
     "InnerResult",
     "Method",
     "StepContext",
     "available",
+    "entropy_method",
     "get",
     "gradient_update",
+    "no_state",
     "register",
 ]

@@ -1,15 +1,18 @@
 """What every adaptation method provides to the step engine, and the shared gradient update.
 
-A method is a pair of pure functions: ``init`` builds its own state (bank, running means,
-EMAs...) and ``inner_step`` performs one optimisation step on a batch, returning the batch's
-query embeddings from that step's forward (computed before the update) and scalar metrics.
-The step engine turns the last step's embeddings into the batch's answer (scores or top-K).
+A method is a :class:`Method`, a pair of pure functions in the manner of optax's
+``GradientTransformation``: ``init`` builds its own state (bank, running means, EMAs...)
+and ``inner_step`` performs one optimisation step on a batch, returning the batch's query
+embeddings from that step's forward (computed before the update) and scalar metrics. The
+step engine turns the last step's embeddings into the batch's answer (scores or top-K).
+:func:`rest_jax.methods.baseline_common.entropy_method` builds the stateless methods
+whose loss is a function of the whole-gallery logits (tent, read, shot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import optax
@@ -33,7 +36,7 @@ class StepContext(NamedTuple):
       optimizer: the optax transform that turns gradients into updates.
       config: the run's :class:`AdaptConfig`.
       initial: the initial ``AdaptState`` (for methods that reset to the source state).
-      topk: ``topk(queries, k) -> (values, ids)`` (B, k) over the gallery, chunked or sharded
+      top_k: ``top_k(queries, k) -> (values, ids)`` (B, k) over the gallery, chunked or sharded
         as configured (rest_jax/retrieval.py); use it where only a top-K is needed.
     """
 
@@ -46,13 +49,13 @@ class StepContext(NamedTuple):
     optimizer: optax.GradientTransformationExtraArgs
     config: AdaptConfig
     initial: Any
-    topk: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]] | None = None
+    top_k: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]] | None = None
 
-    def gallery_topk(self, queries: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-        """``(values, ids)`` (B, k) of the best gallery items: ``topk``, or one plain search."""
-        if self.topk is None:
-            return retrieval.topk(queries, self.gallery, k)
-        return self.topk(queries, k)
+    def gallery_top_k(self, queries: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+        """``(values, ids)`` (B, k) of the best gallery items: ``top_k``, or one plain search."""
+        if self.top_k is None:
+            return retrieval.top_k(queries, self.gallery, k)
+        return self.top_k(queries, k)
 
 
 class InnerResult(NamedTuple):
@@ -65,23 +68,30 @@ class InnerResult(NamedTuple):
     metrics: dict[str, jax.Array]
 
 
-class Method(Protocol):
-    """An adaptation method (see module docstring)."""
+InitFn = Callable[..., PyTree]
+"""``init(config, *, dim, dtype, num_gallery) -> method_state``."""
+InnerStepFn = Callable[[StepContext, PyTree, optax.OptState, PyTree, jax.Array], InnerResult]
+"""``inner_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult``."""
 
-    name: str
 
-    def init(
-        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
-    ) -> PyTree: ...
+class Method(NamedTuple):
+    """An adaptation method (module docstring).
 
-    def inner_step(
-        self,
-        ctx: StepContext,
-        adapted: PyTree,
-        opt_state: optax.OptState,
-        method_state: PyTree,
-        step_index: jax.Array,
-    ) -> InnerResult: ...
+    Attributes:
+      init: ``init(config, *, dim, dtype, num_gallery) -> method_state``: ``dim`` and
+        ``dtype`` are the gallery's embedding size and dtype, ``num_gallery`` its size N.
+      inner_step: ``inner_step(ctx, adapted, opt_state, method_state, step_index)``: one
+        optimisation step on ``ctx``'s batch, an :class:`InnerResult`.
+    """
+
+    init: InitFn
+    inner_step: InnerStepFn
+
+
+def no_state(config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None) -> tuple:
+    """The ``init`` of a stateless method: an empty state."""
+    del config, dim, dtype, num_gallery
+    return ()
 
 
 LossFn = Callable[[PyTree], tuple[jax.Array, tuple[jax.Array, PyTree, dict[str, jax.Array]]]]

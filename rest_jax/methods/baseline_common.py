@@ -11,14 +11,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from rest_jax.methods.base import StepContext
+from rest_jax.methods.base import Method, StepContext, gradient_update, no_state
+from rest_jax.numerics import stable_rank, valid_fraction_count
 
 PyTree = Any
 
@@ -30,24 +31,28 @@ def forward(ctx: StepContext, adapted: PyTree, inputs: Any = None):
       ``(queries (B, d), logits Z = Q G^T / tau_b (B, N))``.
     """
     queries = ctx.encode(adapted, ctx.inputs if inputs is None else inputs)
-    return queries, (queries @ ctx.gallery.T) / ctx.config.baseline_tau
+    return queries, (queries @ ctx.gallery.T) / ctx.config.baseline_temperature
 
 
-def selection_counts(batch_size: int, fraction: float) -> np.ndarray:
-    """``int(fraction * n)`` for ``n = 0..batch_size``, computed in Python as the reference does."""
-    return np.array([int(fraction * n) for n in range(batch_size + 1)], np.int32)
+ObjectiveFn = Callable[[StepContext, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+"""``objective(ctx, logits) -> (loss, metrics)`` of the (B, N) whole-gallery logits."""
 
 
-def selection_count(valid: jax.Array, fraction: float) -> jax.Array:
-    """``int(fraction * n_valid)`` as an int32 scalar."""
-    table = jnp.asarray(selection_counts(valid.shape[0], fraction))
-    return table[jnp.sum(valid)]
+def entropy_method(objective: ObjectiveFn) -> Method:
+    """A stateless :class:`Method` whose loss is a function of the whole-gallery logits
+    ``Z = Q G^T / tau_b``: one plain gradient step on ``objective(ctx, Z)`` per inner step."""
 
+    def inner_step(ctx, adapted, opt_state, method_state, step_index):
+        del step_index
 
-def stable_rank(keys: jax.Array) -> jax.Array:
-    """Position of each entry in a stable ascending sort of ``keys`` (ties: lower index first)."""
-    order = jnp.argsort(keys, stable=True)
-    return jnp.zeros_like(order).at[order].set(jnp.arange(keys.shape[0], dtype=order.dtype))
+        def loss_fn(params):
+            queries, logits = forward(ctx, params)
+            loss, metrics = objective(ctx, logits)
+            return loss, (queries, method_state, metrics)
+
+        return gradient_update(ctx, adapted, opt_state, loss_fn)
+
+    return Method(no_state, inner_step)
 
 
 class EntropyFilter(NamedTuple):
@@ -71,7 +76,7 @@ def lowest_entropy(entropies: jax.Array, valid: jax.Array, fraction: float) -> E
     the SAR threshold ``thr`` of its second filter.
     """
     h = jax.lax.stop_gradient(entropies)
-    k = selection_count(valid, fraction)
+    k = valid_fraction_count(valid, fraction)
     rank = stable_rank(jnp.where(valid, h, jnp.inf))
     selected = valid & (rank < k)
     threshold = jnp.where(k > 0, jnp.max(jnp.where(selected, h, -jnp.inf)), 0).astype(h.dtype)
@@ -85,17 +90,12 @@ def strictly_below_kth(entropies: jax.Array, valid: jax.Array, fraction: float) 
     distinct; queries tied at the boundary are all left out. ``k = n_valid`` keeps every one.
     """
     h = jax.lax.stop_gradient(entropies)
-    k = selection_count(valid, fraction)
+    k = valid_fraction_count(valid, fraction)
     ordered = jnp.sort(jnp.where(valid, h, jnp.inf))
     kth = ordered[jnp.minimum(k, h.shape[0] - 1)]
     threshold = jnp.where(k < jnp.sum(valid), kth, jnp.inf)
     selected = valid & (h < threshold)
     return EntropyFilter(selected, jnp.where(jnp.isfinite(threshold), threshold, 0), k)
-
-
-def tree_where(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """Leafwise ``where(pred, on_true, on_false)`` for a scalar predicate (no Python branch)."""
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 def guarded_update(
@@ -108,7 +108,7 @@ def guarded_update(
     """One optimiser step on ``grads`` when ``apply`` is true; params and state unchanged else."""
     updates, new_opt_state = ctx.optimizer.update(grads, opt_state, adapted)
     new_adapted = optax.apply_updates(adapted, updates)
-    return tree_where(apply, new_adapted, adapted), tree_where(apply, new_opt_state, opt_state)
+    return optax.tree.where(apply, (new_adapted, new_opt_state), (adapted, opt_state))
 
 
 def count(mask: jax.Array) -> jax.Array:

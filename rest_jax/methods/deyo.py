@@ -24,21 +24,20 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean
-from rest_jax.methods.base import InnerResult
+from rest_jax.methods.base import InnerResult, Method, no_state
 from rest_jax.methods.baseline_common import (
     count,
     forward,
     guarded_update,
     strictly_below_kth,
 )
+from rest_jax.numerics import entropy, masked_mean
 
 
 class DeyoTerms(NamedTuple):
@@ -158,44 +157,41 @@ def queries_are_images(config: AdaptConfig, inputs: Any) -> bool:
     return bool(config.deyo_image_queries)
 
 
-@dataclasses.dataclass(frozen=True)
-class DeyoMethod:
-    """DeYO as a :class:`rest_jax.methods.base.Method` (stateless; randomness from ctx.key)."""
+def deyo_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+    """One DeYO step (module docstring); no optimiser step when F2 is empty."""
+    cfg = ctx.config
+    view_logits = None
+    if queries_are_images(cfg, ctx.inputs):
+        view = patch_shuffled_view(
+            ctx.inputs, jax.random.fold_in(ctx.key, step_index), cfg.deyo_patch_grid
+        )
+        view_logits = jax.lax.stop_gradient(forward(ctx, adapted, view)[1])
 
-    name: str = "deyo"
+    def loss_fn(params):
+        queries, logits = forward(ctx, params)
+        terms = deyo_loss(
+            logits,
+            view_logits,
+            ctx.valid,
+            fraction=cfg.deyo_fraction,
+            entropy_margin=cfg.deyo_entropy_margin,
+            plpd_threshold=cfg.deyo_plpd_threshold,
+            entropy_weight=cfg.deyo_entropy_weight,
+            plpd_weight=cfg.deyo_plpd_weight,
+        )
+        return terms.loss, (queries, terms)
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        return ()
+    (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
+    adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, jnp.any(terms.selected))
+    metrics = {
+        "loss": loss,
+        "num_selected_entropy": count(terms.selected_entropy),
+        "num_selected": count(terms.selected),
+        "plpd": masked_mean(terms.plpd, terms.selected_entropy),
+    }
+    return InnerResult(adapted, opt_state, method_state, queries, metrics)
 
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        cfg = ctx.config
-        view_logits = None
-        if queries_are_images(cfg, ctx.inputs):
-            view = patch_shuffled_view(
-                ctx.inputs, jax.random.fold_in(ctx.key, step_index), cfg.deyo_patch_grid
-            )
-            view_logits = jax.lax.stop_gradient(forward(ctx, adapted, view)[1])
 
-        def loss_fn(params):
-            queries, logits = forward(ctx, params)
-            terms = deyo_loss(
-                logits,
-                view_logits,
-                ctx.valid,
-                fraction=cfg.deyo_fraction,
-                entropy_margin=cfg.deyo_entropy_margin,
-                plpd_threshold=cfg.deyo_plpd_threshold,
-                entropy_weight=cfg.deyo_entropy_weight,
-                plpd_weight=cfg.deyo_plpd_weight,
-            )
-            return terms.loss, (queries, terms)
-
-        (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
-        adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, jnp.any(terms.selected))
-        metrics = {
-            "loss": loss,
-            "num_selected_entropy": count(terms.selected_entropy),
-            "num_selected": count(terms.selected),
-            "plpd": masked_mean(terms.plpd, terms.selected_entropy),
-        }
-        return InnerResult(adapted, opt_state, method_state, queries, metrics)
+def deyo() -> Method:
+    """DeYO as a stateless :class:`rest_jax.methods.base.Method` (randomness from ctx.key)."""
+    return Method(no_state, deyo_step)

@@ -19,21 +19,20 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean, masked_row_mean
-from rest_jax.methods.base import InnerResult
+from rest_jax.methods.base import InnerResult, Method
 from rest_jax.methods.baseline_common import (
     count,
     forward,
     guarded_update,
     lowest_entropy,
 )
+from rest_jax.numerics import entropy, masked_mean, masked_row_mean
 
 
 class EataState(NamedTuple):
@@ -112,49 +111,48 @@ def eata_loss(
     return EataTerms(loss, first, selected, weights, new_state)
 
 
-@dataclasses.dataclass(frozen=True)
-class EataMethod:
+def init_eata(config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None) -> EataState:
+    """The state is a running mean prediction over the gallery: it needs the gallery size."""
+    if num_gallery is None:
+        raise ValueError("EATA's state needs the gallery size: init(..., num_gallery=N)")
+    return init_eata_state(num_gallery, dtype)
+
+
+def eata_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+    """One EATA step (module docstring); no optimiser step when F2 is empty."""
+    cfg = ctx.config
+    num_gallery = ctx.gallery.shape[0]
+    if method_state.mean_prob.shape != (num_gallery,):
+        raise ValueError(
+            f"EATA's running mean has shape {method_state.mean_prob.shape} but the gallery has "
+            f"{num_gallery} items: build the state with init(..., num_gallery={num_gallery})"
+        )
+
+    def loss_fn(params):
+        queries, logits = forward(ctx, params)
+        terms = eata_loss(
+            logits,
+            ctx.valid,
+            method_state,
+            fraction=cfg.eata_fraction,
+            cosine_margin=cfg.eata_cosine_margin,
+            entropy_margin=cfg.eata_entropy_margin,
+            decay=cfg.eata_mean_decay,
+        )
+        return terms.loss, (queries, terms)
+
+    (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
+    any_selected = jnp.any(terms.selected)
+    adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, any_selected)
+    metrics = {
+        "loss": loss,
+        "num_selected_entropy": count(terms.selected_entropy),
+        "num_selected": count(terms.selected),
+        "mean_defined": terms.state.defined.astype(jnp.int32),
+    }
+    return InnerResult(adapted, opt_state, terms.state, queries, metrics)
+
+
+def eata() -> Method:
     """EATA as a :class:`rest_jax.methods.base.Method`; the state is :class:`EataState`."""
-
-    name: str = "eata"
-
-    def init(
-        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
-    ) -> EataState:
-        """The state is a running mean prediction over the gallery: it needs the gallery size."""
-        if num_gallery is None:
-            raise ValueError("EATA's state needs the gallery size: init(..., num_gallery=N)")
-        return init_eata_state(num_gallery, dtype)
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        cfg = ctx.config
-        num_gallery = ctx.gallery.shape[0]
-        if method_state.mean_prob.shape != (num_gallery,):
-            raise ValueError(
-                f"EATA's running mean has shape {method_state.mean_prob.shape} but the gallery has "
-                f"{num_gallery} items: build the state with init(..., num_gallery={num_gallery})"
-            )
-
-        def loss_fn(params):
-            queries, logits = forward(ctx, params)
-            terms = eata_loss(
-                logits,
-                ctx.valid,
-                method_state,
-                fraction=cfg.eata_fraction,
-                cosine_margin=cfg.eata_cosine_margin,
-                entropy_margin=cfg.eata_entropy_margin,
-                decay=cfg.eata_mean_decay,
-            )
-            return terms.loss, (queries, terms)
-
-        (loss, (queries, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(adapted)
-        any_selected = jnp.any(terms.selected)
-        adapted, opt_state = guarded_update(ctx, adapted, opt_state, grads, any_selected)
-        metrics = {
-            "loss": loss,
-            "num_selected_entropy": count(terms.selected_entropy),
-            "num_selected": count(terms.selected),
-            "mean_defined": terms.state.defined.astype(jnp.int32),
-        }
-        return InnerResult(adapted, opt_state, terms.state, queries, metrics)
+    return Method(init_eata, eata_step)

@@ -13,16 +13,14 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean
-from rest_jax.methods.base import InnerResult, gradient_update
-from rest_jax.methods.baseline_common import forward
+from rest_jax.methods.base import Method, StepContext
+from rest_jax.methods.baseline_common import entropy_method
+from rest_jax.numerics import entropy, masked_mean
 
 
 class ReadTerms(NamedTuple):
@@ -51,20 +49,12 @@ def read_loss(logits: jax.Array, valid: jax.Array) -> ReadTerms:
     return ReadTerms(reliability - balance, reliability, balance, prob_sum)
 
 
-@dataclasses.dataclass(frozen=True)
-class ReadMethod:
-    """READ as a :class:`rest_jax.methods.base.Method` (stateless)."""
+def read_objective(ctx: StepContext, logits: jax.Array):
+    """READ's loss on the batch's logits, with its two parts as metrics."""
+    terms = read_loss(logits, ctx.valid)
+    return terms.loss, {"reliability": terms.reliability, "balance": terms.balance}
 
-    name: str = "read"
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        return ()
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        def loss_fn(params):
-            queries, logits = forward(ctx, params)
-            terms = read_loss(logits, ctx.valid)
-            metrics = {"reliability": terms.reliability, "balance": terms.balance}
-            return terms.loss, (queries, method_state, metrics)
-
-        return gradient_update(ctx, adapted, opt_state, loss_fn)
+def read() -> Method:
+    """READ as a stateless :class:`rest_jax.methods.base.Method`."""
+    return entropy_method(read_objective)

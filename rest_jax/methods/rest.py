@@ -18,17 +18,15 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
 from rest_jax import bank as bank_lib
 from rest_jax import losses
 from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy
-from rest_jax.methods.base import InnerResult, StepContext, gradient_update
-from rest_jax.refinement import check_num_candidates, refine_from_topk
+from rest_jax.methods.base import InnerResult, Method, StepContext, gradient_update
+from rest_jax.numerics import entropy
+from rest_jax.refinement import refine_from_top_k
 
 
 def bank_update_enabled(config: AdaptConfig, batch_index, step_index):
@@ -42,14 +40,15 @@ def bank_update_enabled(config: AdaptConfig, batch_index, step_index):
 def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
     """The loss of one step, with the queries, the updated bank and the metrics as aux.
 
-    The candidates come from ``ctx.gallery_topk`` (no gradient through the search), so with
+    The candidates come from ``ctx.gallery_top_k`` (no gradient through the search), so with
     ``gallery_chunk_size`` set the (B, N) score matrix is never formed.
     """
     cfg = ctx.config
     q = ctx.encode(adapted, ctx.inputs)
-    check_num_candidates(cfg.num_candidates, ctx.gallery.shape[0])
-    _, top = ctx.gallery_topk(jax.lax.stop_gradient(q), cfg.num_candidates)
-    refined = refine_from_topk(q, top, ctx.gallery, ctx.valid, dedup=cfg.dedup, tau=cfg.tau)
+    _, top = ctx.gallery_top_k(jax.lax.stop_gradient(q), cfg.num_candidates)
+    refined = refine_from_top_k(
+        q, top, ctx.gallery, ctx.valid, dedup=cfg.dedup, temperature=cfg.refinement_temperature
+    )
     h = entropy(refined.logits, refined.column_mask)
     q_const = jax.lax.stop_gradient(q)
     bank = bank_lib.insert(
@@ -66,10 +65,12 @@ def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
     margin = bank_lib.margin(bank)
 
     rem = losses.rem_loss(h, threshold, ctx.valid, cfg.rem_eps)
-    uni = losses.uniformity_loss(q, ctx.valid, cfg.uniformity_t)
+    uni = losses.uniformity_loss(q, ctx.valid, cfg.uniformity_scale)
     gap = losses.gap_loss(q, refined.positives, ctx.valid, margin)
     con = (
-        losses.consistency_loss(q, refined.positives, rem.reliable, ctx.valid, cfg.consistency_tau)
+        losses.consistency_loss(
+            q, refined.positives, rem.reliable, ctx.valid, cfg.consistency_temperature
+        )
         if cfg.consistency_weight
         else jnp.zeros((), q.dtype)
     )
@@ -79,7 +80,7 @@ def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
         + cfg.gap_weight * gap
         + cfg.consistency_weight * con
     )
-    diag = losses.diagnostics(q_const, refined.positives, ctx.valid, cfg.uniformity_t)
+    diag = losses.diagnostics(q_const, refined.positives, ctx.valid, cfg.uniformity_scale)
     metrics = {
         "rem": rem.loss,
         "uniformity_loss": uni,
@@ -91,23 +92,25 @@ def objective(ctx: StepContext, adapted, bank: bank_lib.AnchorBank, step_index):
         "bank_size": bank_lib.size(bank),
         "diag_uniformity": diag.uniformity,
         "diag_gap": diag.gap,
-        "diag_consistency": diag.consistency,
+        "diag_consistency_correlation": diag.consistency_correlation,
     }
     return loss, (q, bank, metrics)
 
 
-@dataclasses.dataclass(frozen=True)
-class RestMethod:
+def init_rest(
+    config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
+) -> bank_lib.AnchorBank:
+    """An empty anchor bank of ``config.bank_size`` entries of dimension ``dim``."""
+    return bank_lib.init_bank(config.bank_size, dim, dtype)
+
+
+def rest_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+    """One gradient step on TCR / REST's objective (:func:`objective`)."""
+    return gradient_update(
+        ctx, adapted, opt_state, lambda a: objective(ctx, a, method_state, step_index)
+    )
+
+
+def rest() -> Method:
     """TCR / REST as a :class:`rest_jax.methods.base.Method`; the state is the anchor bank."""
-
-    name: str = "rest"
-
-    def init(
-        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
-    ) -> bank_lib.AnchorBank:
-        return bank_lib.init_bank(config.bank_size, dim, dtype)
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        return gradient_update(
-            ctx, adapted, opt_state, lambda a: objective(ctx, a, method_state, step_index)
-        )
+    return Method(init_rest, rest_step)

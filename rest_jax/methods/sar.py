@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -36,16 +35,15 @@ import jax.numpy as jnp
 import optax
 
 from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean
-from rest_jax.methods.base import InnerResult
+from rest_jax.methods.base import InnerResult, Method
 from rest_jax.methods.baseline_common import (
     EntropyFilter,
     count,
     forward,
     guarded_update,
     lowest_entropy,
-    tree_where,
 )
+from rest_jax.numerics import entropy, masked_mean
 
 
 class SarState(NamedTuple):
@@ -54,12 +52,12 @@ class SarState(NamedTuple):
     Attributes:
       ema: scalar EMA of the second-filter entropy (0 while undefined).
       ema_defined: bool scalar (the reference's ``ema is not None``).
-      num_resets: int32, resets so far.
+      num_sar_resets: int32, resets so far.
     """
 
     ema: jax.Array
     ema_defined: jax.Array
-    num_resets: jax.Array
+    num_sar_resets: jax.Array
 
 
 class SarFirstFilter(NamedTuple):
@@ -121,60 +119,57 @@ def update_ema(state: SarState, value: jax.Array, has_value: jax.Array, decay: f
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class SarMethod:
+def init_sar(config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None) -> SarState:
+    """An undefined EMA and no reset, in the gallery's float dtype."""
+    return init_sar_state(dtype)
+
+
+def sar_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+    """One SAR step (module docstring, steps 1-6)."""
+    cfg = ctx.config
+
+    def first_loss(params):
+        queries, logits = forward(ctx, params)
+        first = sar_first_filter(logits, ctx.valid, cfg.sar_fraction)
+        return first.loss, (queries, first)
+
+    (loss, (queries, first)), grads = jax.value_and_grad(first_loss, has_aux=True)(adapted)
+    ascent = sam_ascent(cfg.sar_rho)
+    perturbation, _ = ascent.update(grads, ascent.init(adapted))
+    perturbed = optax.apply_updates(adapted, perturbation)
+
+    def second_loss(params):
+        return sar_second_filter(forward(ctx, params)[1], first)
+
+    (loss_second, second), grads_second = jax.value_and_grad(second_loss, has_aux=True)(perturbed)
+    any_second = jnp.any(second)
+    new_adapted, new_opt_state = guarded_update(ctx, adapted, opt_state, grads_second, any_second)
+
+    state = update_ema(method_state, loss_second, any_second, cfg.sar_ema_decay)
+    reset = state.ema_defined & (state.ema < cfg.sar_reset_threshold)
+    ema_before_reset = state.ema
+    new_adapted, new_opt_state = optax.tree.where(
+        reset, (ctx.initial.adapted, ctx.initial.opt_state), (new_adapted, new_opt_state)
+    )
+    cleared = init_sar_state(state.ema.dtype)
+    state = SarState(
+        ema=jnp.where(reset, cleared.ema, state.ema),
+        ema_defined=state.ema_defined & ~reset,
+        num_sar_resets=state.num_sar_resets + reset.astype(jnp.int32),
+    )
+    metrics = {
+        "loss": loss,
+        "loss_second": loss_second,
+        "num_selected_first": count(first.selected),
+        "num_selected": count(second),
+        "threshold": first.threshold,
+        "perturbation_norm": optax.tree.norm(perturbation),
+        "ema": ema_before_reset,
+        "sar_reset": reset.astype(jnp.int32),
+    }
+    return InnerResult(new_adapted, new_opt_state, state, queries, metrics)
+
+
+def sar() -> Method:
     """SAR as a :class:`rest_jax.methods.base.Method`; the state is :class:`SarState`."""
-
-    name: str = "sar"
-
-    def init(
-        self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None
-    ) -> SarState:
-        return init_sar_state(dtype)
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        cfg = ctx.config
-
-        def first_loss(params):
-            queries, logits = forward(ctx, params)
-            first = sar_first_filter(logits, ctx.valid, cfg.sar_fraction)
-            return first.loss, (queries, first)
-
-        (loss, (queries, first)), grads = jax.value_and_grad(first_loss, has_aux=True)(adapted)
-        ascent = sam_ascent(cfg.sar_rho)
-        perturbation, _ = ascent.update(grads, ascent.init(adapted))
-        perturbed = optax.apply_updates(adapted, perturbation)
-
-        def second_loss(params):
-            return sar_second_filter(forward(ctx, params)[1], first)
-
-        (loss_second, second), grads_second = jax.value_and_grad(second_loss, has_aux=True)(
-            perturbed
-        )
-        any_second = jnp.any(second)
-        new_adapted, new_opt_state = guarded_update(
-            ctx, adapted, opt_state, grads_second, any_second
-        )
-
-        state = update_ema(method_state, loss_second, any_second, cfg.sar_ema_decay)
-        reset = state.ema_defined & (state.ema < cfg.sar_reset_threshold)
-        ema_before_reset = state.ema
-        new_adapted = tree_where(reset, ctx.initial.adapted, new_adapted)
-        new_opt_state = tree_where(reset, ctx.initial.opt_state, new_opt_state)
-        cleared = init_sar_state(state.ema.dtype)
-        state = SarState(
-            ema=jnp.where(reset, cleared.ema, state.ema),
-            ema_defined=state.ema_defined & ~reset,
-            num_resets=state.num_resets + reset.astype(jnp.int32),
-        )
-        metrics = {
-            "loss": loss,
-            "loss_second": loss_second,
-            "num_selected_first": count(first.selected),
-            "num_selected": count(second),
-            "threshold": first.threshold,
-            "perturbation_norm": optax.tree.norm(perturbation),
-            "ema": ema_before_reset,
-            "sar_reset": reset.astype(jnp.int32),
-        }
-        return InnerResult(new_adapted, new_opt_state, state, queries, metrics)
+    return Method(init_sar, sar_step)

@@ -20,16 +20,14 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean, masked_row_mean
-from rest_jax.methods.base import InnerResult, gradient_update
-from rest_jax.methods.baseline_common import count, forward
+from rest_jax.methods.base import Method, StepContext
+from rest_jax.methods.baseline_common import count, entropy_method
+from rest_jax.numerics import entropy, masked_mean, masked_row_mean
 
 
 class ShotTerms(NamedTuple):
@@ -71,33 +69,25 @@ def shot_loss(
     return ShotTerms(loss, mean_entropy, diversity_term, confident, ce)
 
 
-@dataclasses.dataclass(frozen=True)
-class ShotMethod:
-    """SHOT as a :class:`rest_jax.methods.base.Method` (stateless)."""
+def shot_objective(ctx: StepContext, logits: jax.Array):
+    """SHOT's loss on the batch's logits (constants from ``ctx.config``), its parts as metrics."""
+    cfg = ctx.config
+    terms = shot_loss(
+        logits,
+        ctx.valid,
+        confidence=cfg.shot_confidence,
+        ce_weight=cfg.shot_ce_weight,
+        eps=cfg.shot_diversity_eps,
+    )
+    metrics = {
+        "entropy": terms.entropy,
+        "diversity": terms.diversity_term,
+        "ce": terms.ce,
+        "num_confident": count(terms.confident),
+    }
+    return terms.loss, metrics
 
-    name: str = "shot"
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        return ()
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        cfg = ctx.config
-
-        def loss_fn(params):
-            queries, logits = forward(ctx, params)
-            terms = shot_loss(
-                logits,
-                ctx.valid,
-                confidence=cfg.shot_confidence,
-                ce_weight=cfg.shot_ce_weight,
-                eps=cfg.shot_diversity_eps,
-            )
-            metrics = {
-                "entropy": terms.entropy,
-                "diversity": terms.diversity_term,
-                "ce": terms.ce,
-                "num_confident": count(terms.confident),
-            }
-            return terms.loss, (queries, method_state, metrics)
-
-        return gradient_update(ctx, adapted, opt_state, loss_fn)
+def shot() -> Method:
+    """SHOT as a stateless :class:`rest_jax.methods.base.Method`."""
+    return entropy_method(shot_objective)

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 
-from rest_jax.config import AdaptConfig
-from rest_jax.methods.base import InnerResult
+from rest_jax.methods.base import InnerResult, Method, no_state
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceMethod:
-    """Encodes every batch with the unchanged parameters."""
+def source_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
+    """Encodes the batch with the unchanged parameters (loss 0)."""
+    del step_index
+    queries = ctx.encode(adapted, ctx.inputs)
+    return InnerResult(adapted, opt_state, method_state, queries, {"loss": jnp.zeros(())})
 
-    name: str = "source"
 
-    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        return ()
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        queries = ctx.encode(adapted, ctx.inputs)
-        return InnerResult(adapted, opt_state, method_state, queries, {"loss": jnp.zeros(())})
+def source() -> Method:
+    """The source model as a stateless :class:`rest_jax.methods.base.Method`."""
+    return Method(no_state, source_step)

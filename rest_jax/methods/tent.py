@@ -10,14 +10,11 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 
-from rest_jax.config import AdaptConfig
-from rest_jax.masked import entropy, masked_mean
-from rest_jax.methods.base import InnerResult, gradient_update
-from rest_jax.methods.baseline_common import forward
+from rest_jax.methods.base import Method
+from rest_jax.methods.baseline_common import entropy_method
+from rest_jax.numerics import entropy, masked_mean
 
 
 def tent_loss(logits: jax.Array, valid: jax.Array) -> jax.Array:
@@ -33,18 +30,6 @@ def tent_loss(logits: jax.Array, valid: jax.Array) -> jax.Array:
     return masked_mean(entropy(logits), valid)
 
 
-@dataclasses.dataclass(frozen=True)
-class TentMethod:
-    """Tent as a :class:`rest_jax.methods.base.Method` (stateless)."""
-
-    name: str = "tent"
-
-    def init(self, config: AdaptConfig, *, dim: int, dtype, num_gallery: int | None = None):
-        return ()
-
-    def inner_step(self, ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
-        def loss_fn(params):
-            queries, logits = forward(ctx, params)
-            return tent_loss(logits, ctx.valid), (queries, method_state, {})
-
-        return gradient_update(ctx, adapted, opt_state, loss_fn)
+def tent() -> Method:
+    """Tent as a stateless :class:`rest_jax.methods.base.Method`."""
+    return entropy_method(lambda ctx, logits: (tent_loss(logits, ctx.valid), {}))

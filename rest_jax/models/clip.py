@@ -37,6 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rest_jax.numerics import l2_normalize
+
 Array = jax.Array
 Dtype = Any
 PyTree = Any
@@ -208,13 +210,6 @@ def vit_b32() -> ClipConfig:
 
 
 # ----------------------------------------------------------------------------- modules
-
-
-def l2_normalize(x: Array, eps: float = 1e-12) -> Array:
-    """``x / max(||x||_2, eps)`` along the last axis, in float32 (as torch's ``F.normalize``)."""
-    x = x.astype(jnp.float32)
-    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
-    return x / jnp.maximum(norm, eps)
 
 
 def eos_positions(token_ids: Array, eos_token_id: int) -> Array:
@@ -531,10 +526,10 @@ class ClipTwoTower(nn.Module):
         out = {}
         if images is not None:
             vision = VisionTower(cfg.vision, cfg.projection_dim, self.dtype, name="vision")
-            out["image"] = l2_normalize(vision(images))
+            out["image"] = l2_normalize(vision(images).astype(jnp.float32))
         if texts is not None:
             text = TextTower(cfg.text, cfg.projection_dim, self.dtype, name="text")
-            out["text"] = l2_normalize(text(texts))
+            out["text"] = l2_normalize(text(texts).astype(jnp.float32))
         return out
 
 

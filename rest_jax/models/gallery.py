@@ -2,13 +2,13 @@
 
 The gallery tower is frozen during adaptation (docs/method.md section 0): its
 L2-normalised embeddings G (N x d) are computed once, before the stream. Every batch has the same
-shape (the last one is padded by repeating its final item), so the encoder compiles once.
+shape (the last one is padded, :func:`rest_jax.adapter.pad_batch`), so the encoder compiles once.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -16,22 +16,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from rest_jax.models.clip import l2_normalize
+from rest_jax.adapter import pad_batch
+from rest_jax.data.streams import num_rows, take_rows
+from rest_jax.numerics import l2_normalize
 
 PyTree = Any
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _embed_normalized(embed_fn: Callable, params: PyTree, batch: jax.Array) -> jax.Array:
-    return l2_normalize(embed_fn(params, batch))
-
-
-def _pad_to(batch: np.ndarray, size: int) -> np.ndarray:
-    """Repeats the last item so that the leading axis has ``size`` entries."""
-    missing = size - batch.shape[0]
-    if missing == 0:
-        return batch
-    return np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)], axis=0)
+    return l2_normalize(embed_fn(params, batch).astype(jnp.float32))
 
 
 def embed_gallery(
@@ -49,8 +43,8 @@ def embed_gallery(
       embed_fn: ``(params, batch) -> (b, d)`` features, e.g. :func:`image_encoder` or
         :func:`text_encoder`; it must be hashable (a function is) and is jitted once.
       params: that encoder's parameters.
-      inputs: anything with ``len`` and slicing along the first axis: an array (images,
-        token ids), a memory map, or a list of items when ``transform`` builds arrays.
+      inputs: rows first: an array (images, token ids), a memory map, a dict of arrays (a
+        query made of two inputs), or a list of items when ``transform`` builds arrays.
       batch_size: items per call; the last batch is padded to this size.
       show_progress: show a tqdm progress bar.
       transform: optional host-side function from a slice of ``inputs`` to a batch array
@@ -62,15 +56,23 @@ def embed_gallery(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    total = len(inputs)
+    # A list of items goes through ``transform``; arrays and dicts of arrays are sliced directly.
+    total = len(inputs) if transform is not None else num_rows(inputs)
     if total == 0:
         raise ValueError("the gallery is empty")
     outputs = []
     with tqdm(total=total, desc=desc, unit="item", disable=not show_progress) as bar:
         for start in range(0, total, batch_size):
-            chunk = inputs[start : start + batch_size]
-            batch = np.asarray(transform(chunk) if transform is not None else chunk)
-            count = batch.shape[0]
-            outputs.append(_embed_normalized(embed_fn, params, _pad_to(batch, batch_size)))
+            rows = slice(start, start + batch_size)
+            if transform is not None:
+                batch = np.asarray(transform(inputs[rows]))
+            elif isinstance(inputs, Mapping):
+                batch = take_rows(inputs, rows)
+            else:
+                batch = np.asarray(inputs[rows])
+            count = num_rows(batch)
+            outputs.append(
+                _embed_normalized(embed_fn, params, pad_batch(batch, batch_size)["inputs"])
+            )
             bar.update(count)
     return jnp.concatenate(outputs, axis=0)[:total]

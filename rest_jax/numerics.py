@@ -1,4 +1,8 @@
-"""Masked reductions and safe primitives shared by the losses (no NaN on empty or zero input)."""
+"""Numerical primitives shared by the losses, the step, the methods and the models.
+
+Masked means, a norm with a safe gradient, L2 normalisation, the (column-masked) softmax
+entropy, a stable rank and the ``int(fraction * n_valid)`` count of the filters. None gives
+NaN on an empty mask or a zero vector."""
 
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ def safe_norm(x: jax.Array, axis=-1, keepdims=False) -> jax.Array:
 
 
 def l2_normalize(x: jax.Array, axis=-1, eps: float = 1e-12) -> jax.Array:
-    """``x / max(||x||, eps)`` (torch.nn.functional.normalize semantics)."""
+    """``x / max(||x||, eps)`` (torch.nn.functional.normalize semantics), in ``x``'s dtype.
+
+    The one normalisation of rest_jax: callers that want float32 from a bf16 tower cast first.
+    """
     return x / jnp.maximum(safe_norm(x, axis=axis, keepdims=True), eps)
 
 
@@ -47,3 +54,18 @@ def entropy(logits: jax.Array, column_mask: jax.Array | None = None) -> jax.Arra
     column_mask = jnp.broadcast_to(column_mask, logits.shape)
     logp = jax.nn.log_softmax(masked_logits(logits, column_mask), axis=-1)
     return -jnp.sum(jnp.where(column_mask, jnp.exp(logp) * logp, 0), axis=-1)
+
+
+def stable_rank(keys: jax.Array) -> jax.Array:
+    """Position of each entry in a stable ascending sort of ``keys`` (ties: lower index first)."""
+    order = jnp.argsort(keys, stable=True)
+    return jnp.zeros_like(order).at[order].set(jnp.arange(keys.shape[0], dtype=order.dtype))
+
+
+def valid_fraction_count(valid: jax.Array, fraction: float) -> jax.Array:
+    """``int(fraction * n_valid)`` as an int32 scalar, ``n_valid`` the true entries of
+    ``valid``. The products are computed in Python, ``int(fraction * n)`` for every
+    ``n = 0..B``, as the reference code does (float32 could round ``0.3 * 10`` down to 2),
+    and the table is indexed with ``n_valid``, so a padded batch counts as the unpadded one."""
+    table = [int(fraction * n) for n in range(valid.shape[0] + 1)]
+    return jnp.asarray(table, jnp.int32)[jnp.sum(valid)]
