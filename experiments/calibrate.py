@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
+from experiments import study
 from experiments.config import StudyConfig
 from experiments.data import load_study_data
 from experiments.tasks.image_text import full_grid
-from rest_jax import study
 
 
 def source_r1(data, direction: str, spec: str, rows, gallery, relevant) -> float:

@@ -17,8 +17,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments import study, training
 from experiments.config import StudyConfig
-from rest_jax import pretrained, study, training
+from rest_jax import pretrained
 from rest_jax.data.synthworld import WorldConfig, generate_split
 from rest_jax.models import CLIP_IMAGE_ADAPT_RULES, CLIP_TEXT_ADAPT_RULES, ClipModel
 

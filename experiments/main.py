@@ -27,13 +27,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import rest_jax
-from experiments import aggregate, oracle, plots, report, run_dir
+from experiments import aggregate, oracle, plots, report, run_dir, study
 from experiments.ablations import ABLATIONS
 from experiments.config import StudyConfig, adapt_overrides, parse_args
 from experiments.lists import comma_list
 from experiments.tasks import TaskData
 from experiments.validate import validate_study_config
-from rest_jax import study
 
 log = logging.getLogger("rest_jax.study")
 

@@ -113,7 +113,7 @@ def reference_cosine(rows, out):
 
 
 def diagnostics(rows, out):
-    """Uniformity, gap and consistency correlation of shifted queries: source model vs after REST."""
+    """Uniformity, gap and consistency correlation of shifted queries: source vs after REST."""
     picked = {}
     for r in rows:
         if r["group"] == "qs" and r["method"] == "rest" and "diagnostics_after" in r:

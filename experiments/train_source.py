@@ -24,8 +24,9 @@ import time
 import jax
 import numpy as np
 
-from rest_jax import pretrained, study, training
-from rest_jax.augment import AugmentConfig, augment_captions, augment_images
+from experiments import study, training
+from experiments.augment import AugmentConfig, augment_captions, augment_images
+from rest_jax import pretrained
 from rest_jax.data.subword import SubwordTokenizer
 from rest_jax.data.synthworld import WorldConfig, generate_split
 from rest_jax.data.tokenizer import EOT_ID, SOT_ID

@@ -13,7 +13,7 @@ HEAVY = ("matplotlib", "skimage", "tensorflow_datasets")
 
 def test_core_imports_and_requirements_leave_out_the_harness_dependencies():
     code = (
-        "import sys, rest_jax, rest_jax.data, rest_jax.data.synthworld, rest_jax.study; "
+        "import sys, rest_jax, rest_jax.data, rest_jax.data.synthworld; "
         f"print([m for m in {HEAVY!r} if m in sys.modules])"
     )
     out = subprocess.run(

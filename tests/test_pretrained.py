@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from toy import tiny_text_config, tiny_vision_config
 
-from rest_jax import pretrained, training
+from experiments import training
+from rest_jax import pretrained
 from rest_jax.data.subword import SubwordTokenizer
 from rest_jax.models import ClipConfig, ClipModel
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from toy import toy_apply, toy_problem
 
-from experiments import aggregate, oracle
-from rest_jax import study
+from experiments import aggregate, oracle, study
 from rest_jax.selection import LAYERNORM_RULES
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rest_jax.augment import AugmentConfig, augment_captions, augment_images
+from experiments.augment import AugmentConfig, augment_captions, augment_images
 from rest_jax.data import tokenizer as tk
 from rest_jax.data.subword import UNK_ID, SubwordTokenizer
 from rest_jax.data.text_corruptions import corrupt_texts

@@ -103,7 +103,8 @@ def write_tiny_world_source(directory, image_size=16, n_eval=48):
     import jax
     import numpy as np
 
-    from rest_jax import pretrained, training
+    from experiments import training
+    from rest_jax import pretrained
     from rest_jax.data.subword import SubwordTokenizer
     from rest_jax.data.synthworld import WorldConfig, generate_split
     from rest_jax.data.tokenizer import EOT_ID, SOT_ID

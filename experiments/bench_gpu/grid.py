@@ -80,8 +80,8 @@ def plan(args) -> list[Row]:
 
 def clip_config(preset: str):
     """The model shapes of a preset."""
+    from experiments.training import SourceModelConfig, world_clip_config
     from rest_jax.models import vit_b16
-    from rest_jax.training import SourceModelConfig, world_clip_config
 
     if preset == "vit-b16":
         return vit_b16()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from experiments import study
 from experiments.tasks.base import Task, TaskData
-from rest_jax import study
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, SEVERITIES
 from rest_jax.data.text_corruptions import (
     CHAR_CORRUPTIONS,

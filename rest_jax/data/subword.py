@@ -5,7 +5,7 @@ unknown id whose embedding was never trained. This tokenizer does what CLIP's do
 world's scale: a BPE over the world's caption text, with an end-of-word marker ``</w>`` on the
 last piece of each word and every lowercase letter, digit and punctuation mark in the base
 alphabet, so any typo is spelt with pieces the source model has seen (the source model's
-training captions carry light random typos for that reason, ``rest_jax.augment``).
+training captions carry light random typos for that reason, ``experiments.augment``).
 
 Ids: PAD = 0, EOT = 1, SOT = 2, UNK = 3 (as the word-level tokenizer's specials; EOT is not 2,
 which CLIP reads as its legacy "pool at the largest id" rule), then the pieces. Text is

@@ -53,7 +53,7 @@ class WorldConfig:
       p_mention_background: probability that a caption describes the background (0.8).
 
     The defaults are tuned so that a source model trained for ~2 CPU minutes
-    (``rest_jax.training.SourceModelConfig``) retrieves well on clean data and loses much of it
+    (``experiments.training.SourceModelConfig``) retrieves well on clean data and loses much of it
     under severe corruptions; the ambiguity knobs (``p_omit_colour``, ``p_generic_noun``,
     smaller objects, more distractors) make harder worlds.
       p_synonym: probability of a synonym instead of the canonical word (0.3).
