@@ -107,9 +107,9 @@ def test_bench_rows_keep_tower_options_apart_and_profile(tmp_path):
     """Rows with ``--residual bf16`` or ``--mesh`` are measurements of their own (key and
     notes) next to the default row; ``--profile-batches`` leaves a trace and its summary."""
     common = [
-        "--preset", "small", "--framework", "jax", "--methods", "tent",
+        "--preset", "tiny", "--framework", "jax", "--methods", "tent",
         "--modalities", "image", "--batch-sizes", "8", "--galleries", "256",
-        "--precisions", "bf16", "--batches", "2", "--out", str(tmp_path),
+        "--precisions", "bf16", "--batches", "1", "--distinct-batches", "1", "--out", str(tmp_path),
     ]  # fmt: skip
     bench_gpu.main(common)
     bench_gpu.main([*common, "--residual", "bf16", "--profile-batches", "2"])
@@ -142,7 +142,7 @@ def test_markdown_names_the_compilation_caches_of_a_run():
 
 
 BOTH = [
-    "--preset", "small", "--framework", "both", "--methods", "tcr", "--modalities", "image",
+    "--preset", "tiny", "--framework", "both", "--methods", "tcr", "--modalities", "image",
     "--batch-sizes", "8", "--galleries", "256", "--precisions", "fp32", "--batches", "1",
     "--distinct-batches", "1",
 ]  # fmt: skip

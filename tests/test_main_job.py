@@ -25,6 +25,7 @@ def test_synthworld_pipeline_every_method(tmp_path):
         "--cache-dir", str(tmp_path / "cache"), "--source-model", str(tmp_path / "source"),
         "--directions", "i2t", "--shifts", "i2t=gaussian_noise@5", "--stream-seeds", "0,1",
         "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "16",
+        "--max-queries", "32",
     ]  # fmt: skip
     out = main_job.main(args)
     rows = read_rows(out)

@@ -90,3 +90,19 @@ def test_python_blocks_run_in_order(tmp_path, monkeypatch):
         assert set(metrics) == {"r1", "r5", "r10", "map"}
         assert all(0 <= v <= 100 for v in metrics.values())
     assert isinstance(namespace["adapted_model"], namespace["NnxEncoder"])
+
+
+def section_command(text: str, heading: str) -> str:
+    """The single command line of the fenced ```bash block under ``## heading``."""
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```bash\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1 and blocks[0].count("\n") == 1, f"## {heading}: one bash line"
+    return blocks[0].strip()
+
+
+def test_ci_runs_exactly_the_readmes_tests_command():
+    ci = (README.parent / ".ci" / "run").read_text().rstrip("\n").splitlines()[-1]
+    text = README.read_text()
+    assert section_command(text, "Tests") == ci
+    quickstart = section_command(text, "Quickstart")
+    assert quickstart.startswith("python3 -m venv .venv") and "experiments.main" in quickstart

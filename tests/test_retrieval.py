@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -48,7 +49,11 @@ SHARDED_CHECK = pathlib.Path(__file__).with_name("sharded_check.py")
 
 
 def _cpu_env(devices: int) -> dict:
-    flags = f"--xla_force_host_platform_device_count={devices}"
+    """The session's XLA flags (tests/conftest.py), with ``devices`` simulated CPU devices."""
+    kept = re.sub(
+        r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")
+    )
+    flags = f"{kept} --xla_force_host_platform_device_count={devices}".strip()
     return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
 
 

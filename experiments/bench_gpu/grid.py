@@ -41,6 +41,7 @@ PRESET_DEFAULTS = {
     ),
 }
 PRESET_DEFAULTS["world"] = PRESET_DEFAULTS["small"]  # CPU-sized too
+PRESET_DEFAULTS["tiny"] = PRESET_DEFAULTS["small"]  # the harness's own smoke tests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,9 @@ def clip_config(preset: str):
     if preset == "small":  # the SynthWorld source model's shapes, 16 text tokens
         towers = SourceModelConfig(width=64, layers=2, heads=4, patch_size=8, max_text_len=16)
         return world_clip_config(towers, image_size=32, vocab_size=1000, sot_id=998, eot_id=999)
+    if preset == "tiny":  # one layer of width 32: checks the harness, measures nothing useful
+        towers = SourceModelConfig(width=32, layers=1, heads=2, patch_size=8, max_text_len=8)
+        return world_clip_config(towers, image_size=16, vocab_size=100, sot_id=98, eot_id=99)
     if preset == "world":  # the embedded default's shipped source model (its config.json)
         from rest_jax.models.hf import read_config
         from rest_jax.pretrained import WORLD_SOURCE_DIR
