@@ -15,9 +15,9 @@ import rest_jax
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def python_blocks(text: str) -> list[str]:
-    """The contents of the README's fenced ```python blocks, in order."""
-    return re.findall(r"^```python\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
+def fenced_blocks(text: str, language: str = "python") -> list[str]:
+    """The contents of the fenced ```language blocks of ``text``, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def rest_jax_names(block: str) -> set[tuple[str, ...]]:
@@ -46,14 +46,14 @@ def prose_names(text: str) -> set[tuple[str, ...]]:
 
 
 def test_readme_has_python_blocks():
-    blocks = python_blocks(README.read_text())
+    blocks = fenced_blocks(README.read_text())
     assert len(blocks) >= 3
     assert all(rest_jax_names(block) for block in blocks)
 
 
 def test_every_name_the_readme_uses_is_public():
     text = README.read_text()
-    names = set().union(*map(rest_jax_names, python_blocks(text))) | prose_names(text)
+    names = set().union(*map(rest_jax_names, fenced_blocks(text))) | prose_names(text)
     assert ("gallery_mesh",) in names and ("Adapter", "create") in names
     for chain in sorted(names):
         assert chain[0] in rest_jax.__all__, f"rest_jax.{chain[0]} is not in rest_jax.__all__"
@@ -75,7 +75,7 @@ def test_python_blocks_run_in_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
     printed = []
-    for index, block in enumerate(python_blocks(README.read_text())):
+    for index, block in enumerate(fenced_blocks(README.read_text())):
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             try:
@@ -95,7 +95,7 @@ def test_python_blocks_run_in_order(tmp_path, monkeypatch):
 def section_command(text: str, heading: str) -> str:
     """The single command line of the fenced ```bash block under ``## heading``."""
     section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"^```bash\n(.*?)^```$", section, flags=re.MULTILINE | re.DOTALL)
+    blocks = fenced_blocks(section, "bash")
     assert len(blocks) == 1 and blocks[0].count("\n") == 1, f"## {heading}: one bash line"
     return blocks[0].strip()
 
