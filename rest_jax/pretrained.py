@@ -1,4 +1,5 @@
-"""The world's shipped source model: a small CLIP two-tower trained once, stored with its hash.
+"""The world's shipped models: a small CLIP two-tower and the composed-query combiner, each
+trained once and stored with its hash.
 
 A directory in Hugging Face CLIP layout plus the world's files:
 
@@ -11,6 +12,10 @@ A directory in Hugging Face CLIP layout plus the world's files:
 :data:`WORLD_SOURCE_SHA256` pins the content of each file, so that every machine starts from
 the same model. ``python -m experiments.train_source`` retrains it (see the README) and
 prints the new hashes.
+
+The combiner (``assets/world_combiner``, :data:`WORLD_COMBINER_SHA256`) composes the source
+model's image and text features into composed-query embeddings (``rest_jax.models.combiner``);
+``python -m experiments.train_combiner`` retrains it.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import json
 import pathlib
 from typing import Any
 
+import jax
 import numpy as np
 
 from rest_jax.data.subword import SubwordTokenizer
 from rest_jax.models.clip import ClipConfig
+from rest_jax.models.combiner import CombinerConfig
 from rest_jax.models.hf import flax_to_hf, load_clip
+from rest_jax.selection import path_to_str
 
 PyTree = Any
 
@@ -129,3 +137,98 @@ def load_world_source(
     tokenizer = SubwordTokenizer.from_file(directory / "tokenizer.json")
     training = json.loads((directory / "training.json").read_text())
     return WorldSource(config, params, tokenizer, training, directory)
+
+
+# ----------------------------------------------------------------------------- the combiner
+
+WORLD_COMBINER_DIR = pathlib.Path(__file__).parent / "assets" / "world_combiner"
+WORLD_COMBINER_FILES = ("config.json", "model.safetensors", "training.json")
+WORLD_COMBINER_SHA256: dict[str, str] = {
+    "config.json": "72976272bdf14f06aa1d2889938adf7c5505dba9dadef682021f2559ba82049a",
+    "model.safetensors": "d3d0abf32a10f1372fa527baadcbd1bc80720d2c2fea71a13c53c6decc6439e5",
+    "training.json": "74886133aadfd8db62eeef6ac96923873c96471c796e10ee3869cb1f81937ee5",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldCombiner:
+    """The loaded composed-query combiner: its config, parameters and training record."""
+
+    config: CombinerConfig
+    params: PyTree
+    training: dict[str, Any]
+    directory: pathlib.Path
+
+
+def save_world_combiner(
+    directory: str | pathlib.Path,
+    config: CombinerConfig,
+    params: PyTree,
+    training: dict[str, Any],
+) -> dict[str, str]:
+    """Writes a combiner directory (``config.json``, ``model.safetensors`` with ``/``-joined
+    parameter paths, ``training.json``); returns the files' SHA-256."""
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(
+        json.dumps(dataclasses.asdict(config), indent=1, sort_keys=True) + "\n"
+    )
+    flat = {
+        path_to_str(path): np.array(leaf, np.float32, order="C")
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    }
+    save_file(dict(sorted(flat.items())), str(directory / "model.safetensors"))
+    (directory / "training.json").write_text(json.dumps(training, indent=1, sort_keys=True) + "\n")
+    return {name: file_sha256(directory / name) for name in WORLD_COMBINER_FILES}
+
+
+def load_world_combiner(
+    directory: str | pathlib.Path | None = None, expected: dict[str, str] | None = None
+) -> WorldCombiner:
+    """Loads a combiner directory, checking its files' hashes first.
+
+    Args:
+      directory: the directory; ``None`` is the shipped combiner (``WORLD_COMBINER_DIR``).
+      expected: file name -> SHA-256; ``None`` is :data:`WORLD_COMBINER_SHA256` for the
+        shipped combiner and no check for another directory.
+
+    Raises:
+      FileNotFoundError: a file is missing. ValueError: a hash differs, or the weights do not
+        fit the configuration (a missing or extra tensor, a wrong shape).
+    """
+    from safetensors.numpy import load_file
+
+    from rest_jax.models.combiner import init_combiner
+
+    shipped = directory is None
+    directory = pathlib.Path(WORLD_COMBINER_DIR if shipped else directory)
+    if expected is None and shipped:
+        expected = WORLD_COMBINER_SHA256
+    for name in WORLD_COMBINER_FILES:
+        if not (directory / name).exists():
+            raise FileNotFoundError(
+                f"combiner file missing: {directory / name} (a combiner directory holds "
+                f"{', '.join(WORLD_COMBINER_FILES)}; python -m experiments.train_combiner "
+                "writes one)"
+            )
+    if expected:
+        verify(directory, expected)
+    config = CombinerConfig(**json.loads((directory / "config.json").read_text()))
+    flat = load_file(str(directory / "model.safetensors"))
+    template = jax.eval_shape(lambda: init_combiner(config))
+    want = {
+        path_to_str(path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(template)
+    }
+    got = {k: v.shape for k, v in flat.items()}
+    if want != got:
+        raise ValueError(
+            f"{directory / 'model.safetensors'} does not fit {config}: missing "
+            f"{sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, shapes "
+            f"{ {k: (got[k], want[k]) for k in set(want) & set(got) if got[k] != want[k]} }"
+        )
+    params = jax.tree_util.tree_map_with_path(lambda p, _: flat[path_to_str(p)], template)
+    training = json.loads((directory / "training.json").read_text())
+    return WorldCombiner(config, params, training, directory)

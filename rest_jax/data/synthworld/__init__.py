@@ -27,7 +27,9 @@ and ``y`` downwards, both in [0, 1].
 
 Composed queries (``generate_composed``): a reference scene, a modification text such as
 "make the red circle blue", and the target scene obtained by applying that modification to the
-reference (same background, noise and other objects).
+reference (same background, noise and other objects); ``generate_composed_split`` draws the
+train / validation / test triples of the composed task, ``composed_ceiling`` its ambiguity
+ceiling.
 
 Modules: ``words`` (vocabulary, phrase tables, templates), ``world_config`` (the knobs and
 per-split random streams), ``scenes``, ``render``, ``captions``, ``splits``
@@ -38,7 +40,12 @@ per-split random streams), ``scenes``, ``render``, ``captions``, ``splits``
 from __future__ import annotations
 
 from rest_jax.data.synthworld.captions import CAPTION_KEYS, generate_captions
-from rest_jax.data.synthworld.composed import generate_composed
+from rest_jax.data.synthworld.composed import (
+    COMPOSED_SPLIT_SIZES,
+    composed_ceiling,
+    generate_composed,
+    generate_composed_split,
+)
 from rest_jax.data.synthworld.render import hashed_uniform, render_scenes, shape_sdf
 from rest_jax.data.synthworld.scenes import SCENE_KEYS, grid_cells, relation_table, sample_scenes
 from rest_jax.data.synthworld.splits import generate_split
@@ -86,6 +93,7 @@ __all__ = [
     "BACKGROUND_TONES",
     "BACKGROUND_TONE_WORDS",
     "CAPTION_KEYS",
+    "COMPOSED_SPLIT_SIZES",
     "CAPTION_TYPES",
     "COLOURS",
     "COLOUR_RGB",
@@ -113,8 +121,10 @@ __all__ = [
     "SPLITS",
     "WorldConfig",
     "caption_consistency",
+    "composed_ceiling",
     "generate_captions",
     "generate_composed",
+    "generate_composed_split",
     "generate_split",
     "grid_cells",
     "hashed_uniform",

@@ -8,7 +8,7 @@ import numpy as np
 
 from rest_jax.data.synthworld.captions import _Draws, _with_article, generate_captions
 from rest_jax.data.synthworld.render import render_scenes
-from rest_jax.data.synthworld.scenes import _conflicts, sample_scenes
+from rest_jax.data.synthworld.scenes import SCENE_KEYS, _conflicts, grid_cells, sample_scenes
 from rest_jax.data.synthworld.words import (
     BACKGROUND_KIND_WORDS,
     BACKGROUND_KINDS,
@@ -179,7 +179,92 @@ def generate_composed(config: WorldConfig, n: int, seed: int = 0) -> dict[str, A
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    rng = split_rng(seed, "composed")
+    return _composed(config, n, split_rng(seed, "composed"))
+
+
+# Queries per composed split of the world (each query adds a reference and a target image to
+# the gallery: the test split's gallery holds 2000 images).
+COMPOSED_SPLIT_SIZES = {"train": 10_000, "validation": 500, "test": 1_000}
+
+
+def generate_composed_split(
+    config: WorldConfig, split: str, seed: int = 0, n: int | None = None
+) -> dict[str, Any]:
+    """One composed split of the world: train, validation or test triples and their gallery.
+
+    Deterministic in (config, split, seed, n); the three splits draw from independent streams
+    (SeedSequence([seed, 4 + split index])), so no triple is shared between them. The gallery
+    of a split is all its 2n images (every reference and every target): the reference, one
+    modification away from the target, is the hardest negative. Relevance: the target alone
+    (:func:`rest_jax.data.relevance.composed_relevance`).
+
+    Args:
+      config: the world's knobs (the source model's world).
+      split: "train", "validation" or "test".
+      seed: base seed.
+      n: queries; default :data:`COMPOSED_SPLIT_SIZES` [split]. Every modification kind is
+        drawn with the same probability, so a split of a few dozen queries holds them all.
+
+    Returns:
+      the dict of :func:`generate_composed`, plus ``split``.
+    """
+    if split not in COMPOSED_SPLIT_SIZES:
+        raise ValueError(
+            f"unknown composed split {split!r}; expected one of {tuple(COMPOSED_SPLIT_SIZES)}"
+        )
+    n = COMPOSED_SPLIT_SIZES[split] if n is None else int(n)
+    if n < 1:
+        raise ValueError(f"a composed split needs n >= 1 queries, got {n}")
+    out = _composed(config, n, split_rng(seed, f"composed_{split}"))
+    out["split"] = split
+    return out
+
+
+def _content_keys(scenes: dict[str, np.ndarray]) -> list[tuple]:
+    """What a description of a scene can state: background kind and tone, and the sorted
+    (shape, colour, size, grid row, grid column) of its valid objects."""
+    rows, cols = grid_cells(scenes["object_x"], scenes["object_y"])
+    keys = []
+    for i in range(len(scenes["object_valid"])):
+        objects = sorted(
+            (
+                int(scenes["object_shape"][i, j]),
+                int(scenes["object_colour"][i, j]),
+                int(scenes["object_size"][i, j]),
+                int(rows[i, j]),
+                int(cols[i, j]),
+            )
+            for j in np.flatnonzero(scenes["object_valid"][i])
+        )
+        bg = (int(scenes["background_kind"][i]), int(scenes["background_tone"][i]))
+        keys.append((bg, tuple(objects)))
+    return keys
+
+
+def composed_ceiling(split: dict[str, Any]) -> float:
+    """The ambiguity ceiling of composed R@1 on a split's gallery, in percent.
+
+    A ranker that knows each target's content (background kind and tone; shape, colour, size
+    and 3x3 grid cell of every object) still cannot tell apart gallery images of the same
+    content; ranking them at random, its expected R@1 is
+
+        ceiling = 100 / Q * sum_q 1 / |{g : content(g) = content(target_q)}|.
+
+    Args:
+      split: a :func:`generate_composed_split` (or :func:`generate_composed`) dict.
+
+    Returns:
+      the ceiling, in [0, 100].
+    """
+    keys = _content_keys({k: split[k] for k in SCENE_KEYS})
+    counts: dict[tuple, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    targets = np.asarray(split["target_ids"])
+    return float(100.0 * np.mean([1.0 / counts[keys[t]] for t in targets]))
+
+
+def _composed(config: WorldConfig, n: int, rng: np.random.Generator) -> dict[str, Any]:
     references = sample_scenes(config, n, rng)
     targets = _select(references, np.arange(n))
     draws = _Draws(rng)

@@ -155,7 +155,15 @@ MODIFICATION_TEMPLATES = {
 }
 
 _CONTAINER_SHAPES = ("circle", "square", "ring")
-_SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2, "composed": 3}
+_SPLIT_KEYS = {
+    "train": 0,
+    "validation": 1,
+    "test": 2,
+    "composed": 3,
+    "composed_train": 4,
+    "composed_validation": 5,
+    "composed_test": 6,
+}
 
 
 def vocabulary_words(config: WorldConfig | None = None) -> list[str]:
