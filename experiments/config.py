@@ -46,6 +46,7 @@ class StudyConfig:
     source_model: str = ""  # SynthWorld: a source-model directory instead of the shipped one
     retrain_source: bool = False  # SynthWorld: retrain the source model (~N min) into cache_dir
     hyperparameters: str = "auto"  # "synthworld" (tuned on its validation split), "paper", auto
+    combiner: str = "auto"  # composed task: auto (shipped / zero-shot), zero-shot, or a directory
 
     # The grid.
     methods: str = ALL_METHODS
@@ -154,10 +155,21 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "dataset": (
         DATA,
         "synthworld (generated; the shipped source model), coco or flickr (the Karpathy "
-        "test split from --data-dir with the CLIP of --checkpoint)",
+        "test split from --data-dir with the CLIP of --checkpoint); the composed task reads "
+        "synthworld, fashioniq or cirr (their val split)",
     ),
-    "data_dir": (DATA, "coco/flickr: the directory of the Karpathy split's JSON and images"),
-    "checkpoint": (DATA, "coco/flickr: a Hugging Face CLIP directory"),
+    "data_dir": (
+        DATA,
+        "coco/flickr: the directory of the Karpathy split's JSON and images; fashioniq/cirr "
+        "(--task composed): the dataset's captions/, image_splits/ and images",
+    ),
+    "checkpoint": (DATA, "coco/flickr/fashioniq/cirr: a Hugging Face CLIP directory"),
+    "combiner": (
+        DATA,
+        "composed task: how the reference image's and the modification's features compose: "
+        "auto (the shipped combiner on SynthWorld, zero-shot on fashioniq/cirr), zero-shot "
+        "(normalised sum), or a combiner directory (python -m experiments.train_combiner)",
+    ),
     "image_size": (DATA, "image side in pixels; 0: the world's 32 px, or the checkpoint's size"),
     "split": (DATA, "split evaluated: test, or validation to tune (SynthWorld only)"),
     "source_model": (
@@ -231,7 +243,7 @@ EPILOG = f"""examples:
 
 Results: OUTPUT_DIR/NAME/ (config.json, results.jsonl, table.md, plots/). See the README."""
 
-DATASETS = ("synthworld", "coco", "flickr")
+DATASETS = ("synthworld", "coco", "flickr", "fashioniq", "cirr")
 SPLITS = ("test", "validation")
 CHOICES = {
     "task": tuple(TASKS),

@@ -124,12 +124,19 @@ def _number_problems(cfg: StudyConfig) -> list[str]:
     ]
 
 
-def _data_problems(cfg: StudyConfig) -> list[str]:
+def _data_problems(cfg: StudyConfig, task: Task) -> list[str]:
     if cfg.dataset not in DATASETS:
         return [
             f"--dataset: unknown dataset {cfg.dataset!r}; expected one of {', '.join(DATASETS)}"
         ]
+    if cfg.dataset not in task.datasets:
+        return [
+            f"--dataset {cfg.dataset}: not a dataset of task {task.name}; expected one of "
+            f"{', '.join(task.datasets)}"
+        ]
     problems = []
+    if cfg.combiner != "auto" and task.name != "composed":
+        problems.append(f"--combiner: only the composed task composes queries (--task {task.name})")
     if cfg.split not in SPLITS:
         problems.append(
             f"--split: unknown split {cfg.split!r}; expected one of {', '.join(SPLITS)}"
@@ -156,7 +163,7 @@ def study_config_problems(cfg: StudyConfig) -> list[str]:
     if cfg.task not in TASKS:
         return [f"--task: unknown task {cfg.task!r}; expected one of {', '.join(TASKS)}"]
     task = cfg.task_spec()
-    problems = _data_problems(cfg)
+    problems = _data_problems(cfg, task)
     for flag, text in (
         ("--directions", cfg.directions),
         ("--diverse-directions", cfg.diverse_directions),

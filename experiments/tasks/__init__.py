@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from experiments.tasks import image_text
+from experiments.tasks import composed, image_text
 from experiments.tasks.base import Task, TaskData
 
 TASKS: dict[str, Task] = {
     image_text.TASK.name: image_text.TASK,
+    composed.TASK.name: composed.TASK,
 }
 
 

@@ -32,6 +32,7 @@ class Task(NamedTuple):
       check_shift: ``(spec, direction) -> None``; raises ValueError naming what is wrong.
       load: ``StudyConfig -> TaskData``.
       severity_sweep: shift names swept at levels 1-5 on the primary direction ('' none).
+      datasets: the ``--dataset`` values the task reads.
     """
 
     name: str
@@ -41,6 +42,7 @@ class Task(NamedTuple):
     check_shift: Callable[[str, str], None]
     load: Callable[[Any], TaskData]
     severity_sweep: str = ""
+    datasets: tuple[str, ...] = ("synthworld", "coco", "flickr")
 
 
 @dataclasses.dataclass(frozen=True)
