@@ -132,10 +132,10 @@ def test_composed_encoder_and_its_adapted_set_are_pinned():
         "image": rng.standard_normal((3, 16, 16, 3)).astype(np.float32),
         "text": np.tile(np.array([98, 5, 6, 99] + [0] * 12, np.int32), (3, 1)),
     }
-    combined = composed_encoder(clip_config, combiner)(params, inputs)
-    summed = composed_encoder(clip_config)(zero_shot, inputs)
+    combined = jax.jit(composed_encoder(clip_config, combiner))(params, inputs)
+    summed = jax.jit(composed_encoder(clip_config))(zero_shot, inputs)
     model = ClipModel(clip_config)
-    emb = model.embed(clip_params, inputs["image"], inputs["text"])
+    emb = jax.jit(model.embed)(clip_params, inputs["image"], inputs["text"])
     np.testing.assert_allclose(summed, emb["image"] + emb["text"], atol=1e-5)
     assert combined.shape == (3, 16) and not np.allclose(combined, summed)
     with pytest.raises(ValueError, match="'image' and 'text'"):
