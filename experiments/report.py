@@ -40,8 +40,33 @@ ORACLE_NOTE = (
 )
 
 
+def _shift_table(direction: str, qs: list[dict], headline: dict, metric: str) -> list[str]:
+    """The query-shift table of one metric (``r1`` or ``r10``): methods x shifts."""
+    name = {"r1": "R@1", "r5": "R@5", "r10": "R@10"}[metric]
+    shifts = list(dict.fromkeys(r["shifts"][0] for r in qs))
+    body = []
+    for method in _methods(qs):
+        cells = {r["shifts"][0]: r for r in qs if r["method"] == method}
+        shifted = [cells[s][metric] for s in shifts if s != "clean" and s in cells]
+        h = headline.get(method, {})
+        if f"mean_shifted_{metric}" in h:
+            mean = f"{h[f'mean_shifted_{metric}']:.1f} ± {h[f'mean_shifted_{metric}_std']:.1f}"
+        else:
+            mean = _fmt(np.mean(shifted)) if shifted else ""
+        body.append([method] + [_fmt_std(cells.get(s), metric) for s in shifts] + [mean])
+    return [
+        f"## {direction}: {name} under query shift (severity/level as named)",
+        _table(["method"] + shifts + ["mean (shifted)"], body),
+        "",
+    ]
+
+
 def markdown(rows: list[dict], description: dict, summary: dict | None = None) -> str:
-    """The study's tables; ``rows`` are aggregated over stream orders (``aggregate``)."""
+    """The study's tables; ``rows`` are aggregated over stream orders (``aggregate``).
+
+    ``description["table_metrics"]`` (default ``("r1",)``) lists the metrics of the
+    query-shift tables (the composed task adds ``r10``, the usual metric of composed
+    retrieval)."""
     seeds = max((len(r.get("seeds", [])) for r in rows), default=1)
     out = [
         f"# Study results ({description.get('dataset')}, {description.get('split')} split: "
@@ -54,24 +79,10 @@ def markdown(rows: list[dict], description: dict, summary: dict | None = None) -
         drows = [r for r in rows if r["direction"] == direction]
         if not drows:
             continue
-        out.append(f"## {direction}: R@1 under query shift (severity/level as named)")
         qs = [r for r in drows if r["group"] in ("qs", "clean", "oracle")]
-        shifts = []
-        for r in qs:
-            if r["shifts"][0] not in shifts:
-                shifts.append(r["shifts"][0])
-        body = []
         headline = (summary or {}).get(direction, {})
-        for method in _methods(qs):
-            cells = {r["shifts"][0]: r for r in qs if r["method"] == method}
-            shifted = [cells[s]["r1"] for s in shifts if s != "clean" and s in cells]
-            if method in headline:
-                h = headline[method]
-                mean = f"{h['mean_shifted_r1']:.1f} ± {h['mean_shifted_r1_std']:.1f}"
-            else:
-                mean = _fmt(np.mean(shifted)) if shifted else ""
-            body.append([method] + [_fmt_std(cells.get(s)) for s in shifts] + [mean])
-        out += [_table(["method"] + shifts + ["mean (shifted)"], body), ""]
+        for metric in description.get("table_metrics", ("r1",)):
+            out += _shift_table(direction, qs, headline, metric)
         if any(r["group"] == "oracle" for r in qs):
             out += [ORACLE_NOTE, ""]
         for kind in ("mixed", "continual"):

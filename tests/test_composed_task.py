@@ -83,7 +83,9 @@ def test_composed_main_job_on_a_tiny_world(tmp_path):
     assert config["task"] == "composed" and data["composition"] == "combiner"
     assert data["queries"] == 16 and data["gallery"] == 32 and data["ceiling_r1"] == 100.0
     assert set(data["combiner_sha256"]) == set(pretrained.WORLD_COMBINER_FILES)
-    assert "16 composed queries, 32 gallery images" in (out / "table.md").read_text()
+    table = (out / "table.md").read_text()
+    assert "16 composed queries, 32 gallery images" in table
+    assert "## cir: R@1 under query shift" in table and "## cir: R@10 under query shift" in table
 
 
 def test_both_inputs_shift_and_clean_inputs_stay(tmp_path):

@@ -251,6 +251,7 @@ def load(cfg) -> TaskData:
         "queries": len(split.modifications),
         "gallery": len(split.gallery),
         "ceiling_r1": split.ceiling,
+        "table_metrics": ["r1", "r10"],  # R@10: the usual metric of composed retrieval
         **model.description,
     }
     log.info("composed task: %s", description["contents"])
