@@ -65,7 +65,9 @@ def r1_vs_severity(rows, out):
             pts = sorted(
                 (int(r["shifts"][0].split("@")[1]), r["r1"])
                 for r in sev
-                if r["method"] == m and r["shifts"][0].startswith(name + "@")
+                if r["method"] == m
+                and r["shifts"][0].startswith(name + "@")
+                and r["shifts"][0].split("@")[1].isdigit()  # not a two-input shift
             )
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=m)

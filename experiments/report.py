@@ -119,7 +119,9 @@ def markdown(rows: list[dict], description: dict, summary: dict | None = None) -
                     cells = {
                         int(r["shifts"][0].split("@")[1]): r
                         for r in sev
-                        if r["method"] == method and r["shifts"][0].startswith(name + "@")
+                        if r["method"] == method
+                        and r["shifts"][0].startswith(name + "@")
+                        and r["shifts"][0].split("@")[1].isdigit()  # not a two-input shift
                     }
                     body.append([name, method] + [_fmt_std(cells.get(s)) for s in range(1, 6)])
             out += [_table(["corruption", "method", "1", "2", "3", "4", "5"], body), ""]
