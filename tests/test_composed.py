@@ -87,13 +87,14 @@ def test_combiner_mixes_and_zero_shot_sums():
     rng = np.random.default_rng(0)
     i = l2_normalize(jnp.asarray(rng.standard_normal((5, 16)), jnp.float32))
     t = l2_normalize(jnp.asarray(rng.standard_normal((5, 16)), jnp.float32))
-    q = Combiner(config).apply({"params": params}, i, t)
+    apply = jax.jit(Combiner(config).apply)
+    q = apply({"params": params}, i, t)
     assert q.shape == (5, 16)
     # with the mix's output zeroed, q is the gated mix lam * t + (1 - lam) * i, lam in (0, 1)
     quiet = jax.tree_util.tree_map_with_path(
         lambda p, x: jnp.zeros_like(x) if "mix_out" in str(p) else x, params
     )
-    q0 = np.asarray(Combiner(config).apply({"params": quiet}, i, t))
+    q0 = np.asarray(apply({"params": quiet}, i, t))
     lam = np.sum((q0 - np.asarray(i)) * np.asarray(t - i), 1) / np.sum(np.asarray(t - i) ** 2, 1)
     np.testing.assert_allclose(q0, np.asarray(i) + lam[:, None] * np.asarray(t - i), atol=1e-5)
     assert ((lam > 0) & (lam < 1)).all()

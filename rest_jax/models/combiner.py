@@ -96,7 +96,7 @@ class Combiner(nn.Module):
 def init_combiner(config: CombinerConfig, seed: int = 0) -> PyTree:
     """Random combiner parameters for ``seed``."""
     x = jnp.zeros((1, config.dim), jnp.float32)
-    return Combiner(config).init(jax.random.PRNGKey(seed), x, x)["params"]
+    return jax.jit(Combiner(config).init)(jax.random.PRNGKey(seed), x, x)["params"]
 
 
 def zero_shot_composition(image: Array, text: Array) -> Array:
