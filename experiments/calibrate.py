@@ -29,6 +29,15 @@ def source_r1(data, direction: str, spec: str, rows, gallery, relevant) -> float
     return study.clean_retrieval(encoder, params, inputs, gallery, relevant)["r1"]
 
 
+def write_report(lines: list[str], out: str, command: str, start: float) -> None:
+    """Ends ``lines`` with the command and its time since ``start``, writes them to ``out``
+    (a markdown file) and prints them."""
+    lines = [*lines, f"Command: `{command}` ({time.perf_counter() - start:.0f} s)."]
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m experiments.calibrate", description=__doc__.splitlines()[0]
@@ -75,13 +84,7 @@ def main(argv=None):
             ]
             lines.append(f"| {name} | " + " | ".join(row) + " |")
         lines.append("")
-    lines.append(
-        f"Command: `python -m experiments.calibrate --split {args.split}` "
-        f"({time.perf_counter() - start:.0f} s)."
-    )
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(lines, args.out, f"python -m experiments.calibrate --split {args.split}", start)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ validation split, never the test split, as for image-text (docs/calibration.md).
 from __future__ import annotations
 
 import argparse
-import pathlib
 import time
 
 from experiments import study
+from experiments.calibrate import write_report
 from experiments.config import StudyConfig
 from experiments.tasks import composed, image_text
 
@@ -99,13 +99,8 @@ def main(argv=None):
     for spec in BOTH_CANDIDATES:
         lines.append(f"| {spec} | {_cell(source(spec), clean)} |")
     lines.append("")
-    lines.append(
-        f"Command: `python -m experiments.calibrate_composed --split {args.split}` "
-        f"({time.perf_counter() - start:.0f} s)."
-    )
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    command = f"python -m experiments.calibrate_composed --split {args.split}"
+    write_report(lines, args.out, command, start)
 
 
 if __name__ == "__main__":

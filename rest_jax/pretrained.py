@@ -110,6 +110,38 @@ def save_world_source(
     return {name: file_sha256(directory / name) for name in WORLD_SOURCE_FILES}
 
 
+def checked_directory(
+    directory: str | pathlib.Path | None,
+    expected: dict[str, str] | None,
+    shipped_dir: pathlib.Path,
+    shipped_sha256: dict[str, str],
+    files: tuple[str, ...],
+    what: str,
+    writer: str,
+) -> pathlib.Path:
+    """The directory to load (``None``: the shipped one), after checking that it holds
+    ``files`` and, when hashes are expected, that they match (``None``: the shipped pins
+    for the shipped directory, no check for another one).
+
+    Raises:
+      FileNotFoundError: a file is missing (naming ``python -m writer``). ValueError: a hash
+        differs.
+    """
+    shipped = directory is None
+    directory = pathlib.Path(shipped_dir if shipped else directory)
+    if expected is None and shipped:
+        expected = shipped_sha256
+    for name in files:
+        if not (directory / name).exists():
+            raise FileNotFoundError(
+                f"{what} file missing: {directory / name} (a {what} directory holds "
+                f"{', '.join(files)}; python -m {writer} writes one)"
+            )
+    if expected:
+        verify(directory, expected)
+    return directory
+
+
 def load_world_source(
     directory: str | pathlib.Path | None = None, expected: dict[str, str] | None = None
 ) -> WorldSource:
@@ -120,19 +152,10 @@ def load_world_source(
       expected: file name -> SHA-256; ``None`` is :data:`WORLD_SOURCE_SHA256` for the shipped
         model and no check for another directory (a model you retrained yourself).
     """
-    shipped = directory is None
-    directory = pathlib.Path(WORLD_SOURCE_DIR if shipped else directory)
-    if expected is None and shipped:
-        expected = WORLD_SOURCE_SHA256
-    for name in WORLD_SOURCE_FILES:
-        if not (directory / name).exists():
-            raise FileNotFoundError(
-                f"source model file missing: {directory / name} (a source-model directory "
-                f"holds {', '.join(WORLD_SOURCE_FILES)}; python -m experiments.train_source "
-                "writes one)"
-            )
-    if expected:
-        verify(directory, expected)
+    directory = checked_directory(
+        directory, expected, WORLD_SOURCE_DIR, WORLD_SOURCE_SHA256, WORLD_SOURCE_FILES,
+        what="source model", writer="experiments.train_source",
+    )  # fmt: skip
     config, params, _ = load_clip(directory)
     tokenizer = SubwordTokenizer.from_file(directory / "tokenizer.json")
     training = json.loads((directory / "training.json").read_text())
@@ -202,19 +225,10 @@ def load_world_combiner(
 
     from rest_jax.models.combiner import init_combiner
 
-    shipped = directory is None
-    directory = pathlib.Path(WORLD_COMBINER_DIR if shipped else directory)
-    if expected is None and shipped:
-        expected = WORLD_COMBINER_SHA256
-    for name in WORLD_COMBINER_FILES:
-        if not (directory / name).exists():
-            raise FileNotFoundError(
-                f"combiner file missing: {directory / name} (a combiner directory holds "
-                f"{', '.join(WORLD_COMBINER_FILES)}; python -m experiments.train_combiner "
-                "writes one)"
-            )
-    if expected:
-        verify(directory, expected)
+    directory = checked_directory(
+        directory, expected, WORLD_COMBINER_DIR, WORLD_COMBINER_SHA256, WORLD_COMBINER_FILES,
+        what="combiner", writer="experiments.train_combiner",
+    )  # fmt: skip
     config = CombinerConfig(**json.loads((directory / "config.json").read_text()))
     flat = load_file(str(directory / "model.safetensors"))
     template = jax.eval_shape(lambda: init_combiner(config))
