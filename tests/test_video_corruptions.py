@@ -6,6 +6,7 @@ import pytest
 
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, corrupt_images
 from rest_jax.data.video_corruptions import (
+    JITTER_FRAMES,
     TEMPORAL_CORRUPTIONS,
     VIDEO_CORRUPTIONS,
     corrupt_videos,
@@ -73,6 +74,8 @@ def test_temporal_reorders_or_repeats_own_frames(name):
             assert np.array_equal(out[n], v[n, order])
             if name == "frame_jitter":
                 assert sorted(order.tolist()) == list(range(8))  # a permutation
+                # Local: a frame passes another only if their jitters overlap.
+                assert np.all(np.abs(order - np.arange(8)) < 2 * JITTER_FRAMES[s - 1])
             else:
                 assert order[0] == 0 and np.all(np.diff(order) >= 0)  # time never goes back
                 assert np.all(order <= np.arange(8))  # only earlier frames are repeated

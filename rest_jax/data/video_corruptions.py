@@ -109,8 +109,7 @@ def frame_order(name: str, severity: int, frames: int, seed: int = 0, sample_id:
 def _frame_order(name: str, severity: int, t: int, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(t)  # the draws do not depend on the severity (common random numbers)
     if name == "frame_drop":
-        kept = u >= DROP_RATE[severity - 1]
-        kept[0] = True
+        kept = u >= DROP_RATE[severity - 1]  # a lost frame 0 stays: nothing comes before it
         return np.maximum.accumulate(np.where(kept, np.arange(t), 0))
     if name == "frame_jitter":
         keys = np.arange(t) + JITTER_FRAMES[severity - 1] * (2.0 * u - 1.0)
