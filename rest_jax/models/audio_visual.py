@@ -98,8 +98,8 @@ class AudioConfig:
     heads: int = 4
     sample_rate: int = 16_000
     num_samples: int = 16_000
-    mel_mean: float = -8.0
-    mel_std: float = 4.0
+    mel_mean: float = -3.15
+    mel_std: float = 3.64
 
     def __post_init__(self):
         pt, pf = self.patch_size

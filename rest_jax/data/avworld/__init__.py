@@ -2,11 +2,12 @@
 
 docs/method.md section 8.3 (synthetic worlds). Each clip is 1 s: T = 8 frames of 32 x 32 px
 and a 16 kHz waveform. A clip has a background kind (a visual texture, heard as its own
-ambient noise band) and 1 to 3 objects of distinct kinds; each kind has a shape (seen) and a
-pitch and timbre (heard), its size sets its radius and loudness, its speed its motion and
-tremolo rate, and, the strongest synchronisation cue, it is visible exactly in its frames
-``[onset, offset)`` and audible exactly then. Object and background colours, positions and
-directions are visual-only distractors; pitch jitter and phases are audio-only nuisances.
+ambient noise band) and 1 to 3 objects of distinct kinds. Each kind has a shape and a hue
+family (seen) and a pitch and timbre (heard); an object's size sets its radius and loudness,
+its speed its motion and tremolo rate, and, the strongest synchronisation cue, it is visible
+exactly in its frames ``[onset, offset)`` and audible exactly then. The background's tint,
+the shade within a kind's hue family, positions and directions are visual-only distractors;
+pitch jitter and phases are audio-only nuisances.
 
 Clip ``i``'s video pairs with clip ``i``'s sound. Clips whose audible signatures (background
 kind and each object's kind, size, speed, onset, offset) coincide cannot be told apart:
@@ -24,6 +25,7 @@ from rest_jax.data.avworld.config import (
     BACKGROUND_BANDS_HZ,
     BACKGROUND_KINDS,
     OBJECT_HARMONICS,
+    OBJECT_HUES,
     OBJECT_PITCH_HZ,
     OBJECT_SHAPES,
     AVWorldConfig,
@@ -34,6 +36,7 @@ from rest_jax.data.avworld.render_video import positions, render_videos, shape_m
 from rest_jax.data.avworld.scenes import (
     SCENE_KEYS,
     audible_signatures,
+    hsv_to_rgb,
     recall_ceiling,
     sample_scenes,
 )
@@ -46,12 +49,14 @@ __all__ = [
     "BACKGROUND_BANDS_HZ",
     "BACKGROUND_KINDS",
     "OBJECT_HARMONICS",
+    "OBJECT_HUES",
     "OBJECT_PITCH_HZ",
     "OBJECT_SHAPES",
     "SCENE_KEYS",
     "ambient",
     "audible_signatures",
     "gate",
+    "hsv_to_rgb",
     "generate_av_split",
     "positions",
     "recall_ceiling",

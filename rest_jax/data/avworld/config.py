@@ -25,6 +25,8 @@ OBJECT_HARMONICS = (
     (1.0, 0.0, 0.0, 0.8, 0.0, 0.0),  # fundamental + 4th
     (0.6, 0.6, 0.6, 0.0, 0.0, 0.0),  # low cluster
 )
+# Hue (degrees) of each kind's colour family: a second visual cue to the kind, besides shape.
+OBJECT_HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)
 # Background kinds: a texture (seen) and an ambient noise band (heard).
 BACKGROUND_KINDS = ("plain", "stripes", "checker", "speckle")
 BACKGROUND_BANDS_HZ = ((40.0, 300.0), (300.0, 1200.0), (2000.0, 4000.0), (4500.0, 7800.0))
@@ -48,6 +50,9 @@ class AVWorldConfig:
       tremolo_hz: amplitude-modulation rate of each speed level (motion sets modulation).
       tremolo_depth: depth of that modulation (0.6).
       pitch_jitter: relative uniform jitter of each object's pitch (0.02).
+      hue_jitter_deg: an object's hue is its kind's (OBJECT_HUES) +- this (12 degrees);
+        saturation and brightness vary freely (visual-only), and the background's tint is a
+        pale colour of any hue (a visual-only distractor).
       ambient_level: RMS of the background's ambient noise (0.05).
       pixel_noise: std of the sensor noise, fraction of full scale (0.02).
       audio_noise: std of white noise added to every waveform (0.003).
@@ -70,6 +75,7 @@ class AVWorldConfig:
     tremolo_hz: tuple[float, float, float] = (0.0, 4.0, 12.0)
     tremolo_depth: float = 0.6
     pitch_jitter: float = 0.02
+    hue_jitter_deg: float = 12.0
     ambient_level: float = 0.05
     pixel_noise: float = 0.02
     audio_noise: float = 0.003

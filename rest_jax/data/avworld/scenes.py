@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rest_jax.data.avworld.config import BACKGROUND_KINDS, OBJECT_SHAPES, AVWorldConfig
+from rest_jax.data.avworld.config import (
+    BACKGROUND_KINDS,
+    OBJECT_HUES,
+    OBJECT_SHAPES,
+    AVWorldConfig,
+)
 
 # Arrays of a scene batch (N clips, M = max_objects slots); invalid slots hold zeros.
 SCENE_KEYS = (
@@ -17,12 +22,20 @@ SCENE_KEYS = (
     "speed",  # int32 (N, M): 0 still, 1 slow, 2 fast (motion <-> tremolo rate)
     "onset",  # int32 (N, M): first frame the object is seen and heard
     "offset",  # int32 (N, M): frame after the last (exclusive)
-    "colour",  # float32 (N, M, 3): object colour (seen only: a visual distractor)
+    "colour",  # float32 (N, M, 3): object colour, its kind's hue family (seen only)
     "start",  # float32 (N, M, 2): (x, y) centre at frame 0, fraction of the side
     "direction",  # float32 (N, M): direction of motion in radians (seen only)
     "pitch_factor",  # float32 (N, M): 1 + pitch jitter (heard only)
     "tremolo_phase",  # float32 (N, M): phase of the modulation (heard only)
 )
+
+
+def hsv_to_rgb(hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """float32 RGB ``(..., 3)`` in [0, 1] of hue (degrees), saturation and value in [0, 1]:
+    ``c_j = v (1 - s clip(min(k_j, 4 - k_j), 0, 1))``, ``k_j = (h / 60 + (5, 3, 1)_j) mod 6``."""
+    k = np.mod(np.asarray(hue)[..., None] / 60.0 + np.array([5.0, 3.0, 1.0]), 6.0)
+    weight = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return (val[..., None] * (1.0 - sat[..., None] * weight)).astype(np.float32)
 
 
 def sample_scenes(world: AVWorldConfig, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -49,13 +62,16 @@ def sample_scenes(world: AVWorldConfig, n: int, rng: np.random.Generator) -> dic
     duration = rng.integers(world.min_duration, t + 1, (n, m))
     onset = (rng.random((n, m)) * (t - duration + 1)).astype(np.int32)
     offset = (onset + duration).astype(np.int32)
-    colour = rng.uniform(0.05, 1.0, (n, m, 3)).astype(np.float32)
+    hue = np.asarray(OBJECT_HUES)[kind] + rng.uniform(-1, 1, (n, m)) * world.hue_jitter_deg
+    colour = hsv_to_rgb(hue, rng.uniform(0.6, 1.0, (n, m)), rng.uniform(0.65, 1.0, (n, m)))
     start = rng.uniform(0.25, 0.75, (n, m, 2)).astype(np.float32)
     direction = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
     pitch = 1.0 + rng.uniform(-world.pitch_jitter, world.pitch_jitter, (n, m))
     tremolo_phase = rng.uniform(0, 2 * np.pi, (n, m)).astype(np.float32)
     background = rng.integers(0, len(BACKGROUND_KINDS), n).astype(np.int32)
-    background_rgb = rng.uniform(0.1, 0.6, (n, 3)).astype(np.float32)
+    background_rgb = hsv_to_rgb(
+        rng.uniform(0, 360, n), rng.uniform(0.0, 0.35, n), rng.uniform(0.2, 0.55, n)
+    )
     background_phase = rng.uniform(0, 1, (n, 2)).astype(np.float32)
     out = {
         "background": background,
