@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from rest_jax.data.subword import SubwordTokenizer
+from rest_jax.models.audio_visual import AVConfig
 from rest_jax.models.clip import ClipConfig
 from rest_jax.models.combiner import CombinerConfig
 from rest_jax.models.hf import flax_to_hf, load_clip
@@ -183,28 +184,62 @@ class WorldCombiner:
     directory: pathlib.Path
 
 
-def save_world_combiner(
+def save_flat_model(
     directory: str | pathlib.Path,
-    config: CombinerConfig,
+    config: dict[str, Any],
     params: PyTree,
     training: dict[str, Any],
+    files: tuple[str, ...],
 ) -> dict[str, str]:
-    """Writes a combiner directory (``config.json``, ``model.safetensors`` with ``/``-joined
-    parameter paths, ``training.json``); returns the files' SHA-256."""
+    """Writes a model directory (``config.json`` from ``config``, ``model.safetensors`` with
+    ``/``-joined parameter paths, ``training.json``); returns the SHA-256 of ``files``."""
     from safetensors.numpy import save_file
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(
-        json.dumps(dataclasses.asdict(config), indent=1, sort_keys=True) + "\n"
-    )
+    (directory / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
     flat = {
         path_to_str(path): np.array(leaf, np.float32, order="C")
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
     }
     save_file(dict(sorted(flat.items())), str(directory / "model.safetensors"))
     (directory / "training.json").write_text(json.dumps(training, indent=1, sort_keys=True) + "\n")
-    return {name: file_sha256(directory / name) for name in WORLD_COMBINER_FILES}
+    return {name: file_sha256(directory / name) for name in files}
+
+
+def load_flat_params(directory: pathlib.Path, template: PyTree, config: Any) -> PyTree:
+    """The parameters of ``directory/model.safetensors`` in the tree of ``template`` (shapes).
+
+    Raises:
+      ValueError: the weights do not fit ``config`` (a missing or extra tensor, a wrong shape).
+    """
+    from safetensors.numpy import load_file
+
+    flat = load_file(str(directory / "model.safetensors"))
+    want = {
+        path_to_str(path): leaf.shape
+        for path, leaf in jax.tree_util.tree_leaves_with_path(template)
+    }
+    got = {k: v.shape for k, v in flat.items()}
+    if want != got:
+        raise ValueError(
+            f"{directory / 'model.safetensors'} does not fit {config}: missing "
+            f"{sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, shapes "
+            f"{ {k: (got[k], want[k]) for k in set(want) & set(got) if got[k] != want[k]} }"
+        )
+    return jax.tree_util.tree_map_with_path(lambda p, _: flat[path_to_str(p)], template)
+
+
+def save_world_combiner(
+    directory: str | pathlib.Path,
+    config: CombinerConfig,
+    params: PyTree,
+    training: dict[str, Any],
+) -> dict[str, str]:
+    """Writes a combiner directory (:func:`save_flat_model`); returns the files' SHA-256."""
+    return save_flat_model(
+        directory, dataclasses.asdict(config), params, training, WORLD_COMBINER_FILES
+    )
 
 
 def load_world_combiner(
@@ -221,8 +256,6 @@ def load_world_combiner(
       FileNotFoundError: a file is missing. ValueError: a hash differs, or the weights do not
         fit the configuration (a missing or extra tensor, a wrong shape).
     """
-    from safetensors.numpy import load_file
-
     from rest_jax.models.combiner import init_combiner
 
     directory = checked_directory(
@@ -230,19 +263,59 @@ def load_world_combiner(
         what="combiner", writer="experiments.train_combiner",
     )  # fmt: skip
     config = CombinerConfig(**json.loads((directory / "config.json").read_text()))
-    flat = load_file(str(directory / "model.safetensors"))
     template = jax.eval_shape(lambda: init_combiner(config))
-    want = {
-        path_to_str(path): leaf.shape
-        for path, leaf in jax.tree_util.tree_leaves_with_path(template)
-    }
-    got = {k: v.shape for k, v in flat.items()}
-    if want != got:
-        raise ValueError(
-            f"{directory / 'model.safetensors'} does not fit {config}: missing "
-            f"{sorted(set(want) - set(got))}, extra {sorted(set(got) - set(want))}, shapes "
-            f"{ {k: (got[k], want[k]) for k in set(want) & set(got) if got[k] != want[k]} }"
-        )
-    params = jax.tree_util.tree_map_with_path(lambda p, _: flat[path_to_str(p)], template)
+    params = load_flat_params(directory, template, config)
     training = json.loads((directory / "training.json").read_text())
     return WorldCombiner(config, params, training, directory)
+
+
+# ----------------------------------------------------------------------------- the AV source
+
+AV_SOURCE_DIR = pathlib.Path(__file__).parent / "assets" / "av_source"
+AV_SOURCE_FILES = ("config.json", "model.safetensors", "training.json")
+AV_SOURCE_SHA256: dict[str, str] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class AVSource:
+    """The loaded audio-visual source model: its config, parameters and training record."""
+
+    config: AVConfig
+    params: PyTree
+    training: dict[str, Any]
+    directory: pathlib.Path
+
+
+def save_av_source(
+    directory: str | pathlib.Path, config: AVConfig, params: PyTree, training: dict[str, Any]
+) -> dict[str, str]:
+    """Writes an audio-visual source directory (:func:`save_flat_model`); returns the files'
+    SHA-256."""
+    return save_flat_model(directory, config.to_dict(), params, training, AV_SOURCE_FILES)
+
+
+def load_av_source(
+    directory: str | pathlib.Path | None = None, expected: dict[str, str] | None = None
+) -> AVSource:
+    """Loads an audio-visual source directory, checking its files' hashes first.
+
+    Args:
+      directory: the directory; ``None`` is the shipped model (``AV_SOURCE_DIR``).
+      expected: file name -> SHA-256; ``None`` is :data:`AV_SOURCE_SHA256` for the shipped
+        model and no check for another directory.
+
+    Raises:
+      FileNotFoundError: a file is missing. ValueError: a hash differs, or the weights do not
+        fit the configuration.
+    """
+    from rest_jax.models.audio_visual import AudioVisualModel
+
+    directory = checked_directory(
+        directory, expected, AV_SOURCE_DIR, AV_SOURCE_SHA256, AV_SOURCE_FILES,
+        what="audio-visual source model", writer="experiments.train_av_source",
+    )  # fmt: skip
+    config = AVConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    template = jax.eval_shape(AudioVisualModel(config).init, jax.random.key(0))
+    params = load_flat_params(directory, template, config)
+    training = json.loads((directory / "training.json").read_text())
+    return AVSource(config, params, training, directory)

@@ -1,5 +1,21 @@
-"""Models: CLIP in Flax, Hugging Face checkpoint loading, preprocessing, gallery embedding."""
+"""Models: CLIP and the audio-visual two-tower in Flax, Hugging Face checkpoint loading,
+preprocessing, gallery embedding."""
 
+from rest_jax.models.audio_visual import (
+    AUDIO_ADAPT_RULES,
+    VIDEO_ADAPT_RULES,
+    AudioConfig,
+    AudioTower,
+    AudioVisualModel,
+    AVConfig,
+    AVTwoTower,
+    VideoConfig,
+    VideoTower,
+    audio_encoder,
+    audio_inputs,
+    video_encoder,
+    video_inputs,
+)
 from rest_jax.models.clip import (
     CLIP_IMAGE_ADAPT_RULES,
     CLIP_TEXT_ADAPT_RULES,
@@ -41,6 +57,12 @@ from rest_jax.models.preprocess import (
 )
 
 __all__ = [
+    "AUDIO_ADAPT_RULES",
+    "AVConfig",
+    "AVTwoTower",
+    "AudioConfig",
+    "AudioTower",
+    "AudioVisualModel",
     "CHECKPOINTS",
     "CLIP_IMAGE_ADAPT_RULES",
     "CLIP_TEXT_ADAPT_RULES",
@@ -55,8 +77,13 @@ __all__ = [
     "PreprocessInfo",
     "TextConfig",
     "TextTower",
+    "VIDEO_ADAPT_RULES",
+    "VideoConfig",
+    "VideoTower",
     "VisionConfig",
     "VisionTower",
+    "audio_encoder",
+    "audio_inputs",
     "embed_gallery",
     "eos_positions",
     "flax_to_hf",
@@ -72,6 +99,8 @@ __all__ = [
     "resize_and_normalize",
     "resolve_checkpoint",
     "text_encoder",
+    "video_encoder",
+    "video_inputs",
     "vit_b16",
     "vit_b32",
 ]
