@@ -156,14 +156,20 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
         DATA,
         "synthworld (generated; the shipped source model), coco or flickr (the Karpathy "
         "test split from --data-dir with the CLIP of --checkpoint); the composed task reads "
-        "synthworld, fashioniq or cirr (their val split)",
+        "synthworld, fashioniq or cirr (their val split); the video-audio task synthworld (its "
+        "audio-visual world) or ks50 / vggsound (READ's test clips from --data-dir)",
     ),
     "data_dir": (
         DATA,
         "coco/flickr: the directory of the Karpathy split's JSON and images; fashioniq/cirr "
-        "(--task composed): the dataset's captions/, image_splits/ and images",
+        "(--task composed): the dataset's captions/, image_splits/ and images; ks50/vggsound "
+        "(--task video-audio): the frame folders, wavs and test list (experiments/av_data.py)",
     ),
-    "checkpoint": (DATA, "coco/flickr/fashioniq/cirr: a Hugging Face CLIP directory"),
+    "checkpoint": (
+        DATA,
+        "coco/flickr/fashioniq/cirr: a Hugging Face CLIP directory; ks50/vggsound: an "
+        "audio-visual model directory (the layout of python -m experiments.train_av_source)",
+    ),
     "combiner": (
         DATA,
         "composed task: how the reference image's and the modification's features compose: "
@@ -174,8 +180,8 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
     "split": (DATA, "split evaluated: test, or validation to tune (SynthWorld only)"),
     "source_model": (
         DATA,
-        "SynthWorld: a source-model directory (python -m experiments.train_source) instead of "
-        "the shipped, hash-checked one",
+        "SynthWorld: a source-model directory (python -m experiments.train_source, or "
+        "train_av_source for --task video-audio) instead of the shipped, hash-checked one",
     ),
     "retrain_source": (
         DATA,
@@ -243,7 +249,7 @@ EPILOG = f"""examples:
 
 Results: OUTPUT_DIR/NAME/ (config.json, results.jsonl, table.md, plots/). See the README."""
 
-DATASETS = ("synthworld", "coco", "flickr", "fashioniq", "cirr")
+DATASETS = ("synthworld", "coco", "flickr", "fashioniq", "cirr", "ks50", "vggsound")
 SPLITS = ("test", "validation")
 CHOICES = {
     "task": tuple(TASKS),

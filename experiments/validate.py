@@ -154,7 +154,8 @@ def _data_problems(cfg: StudyConfig, task: Task) -> list[str]:
     elif not pathlib.Path(cfg.data_dir).is_dir():
         problems.append(f"--data-dir: {cfg.data_dir} does not exist or is not a directory")
     if not cfg.checkpoint:
-        problems.append(f"--checkpoint: --dataset {cfg.dataset} needs a CLIP checkpoint directory")
+        model = "an audio-visual model" if task.name == "video-audio" else "a CLIP checkpoint"
+        problems.append(f"--checkpoint: --dataset {cfg.dataset} needs {model} directory")
     return problems
 
 

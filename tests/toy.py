@@ -119,6 +119,41 @@ def write_tiny_world_source(directory, image_size=16, n_eval=48):
     return pretrained.save_world_source(directory, config, params, tokenizer, record)
 
 
+# A tiny audio-visual world and a two-tower that fits it: 2 frames of 8 px, 0.1 s of audio
+# at 16 kHz (8 log-mel frames of 16 bins).
+TINY_AV_WORLD = dict(frames=2, image_size=8, seconds=0.1, n_train=64, n_val=24, n_test=24)
+
+
+def tiny_av_config():
+    from rest_jax.models import AudioConfig, AVConfig, VideoConfig
+
+    return AVConfig(
+        video=VideoConfig(frames=2, image_size=8, patch_size=4, width=16, layers=1, heads=2),
+        audio=AudioConfig(
+            mel_bins=16, time_frames=8, patch_size=(4, 8), width=16, layers=1, heads=2,
+            num_samples=1600, mel_mean=-5.0, mel_std=3.0,
+        ),
+        projection_dim=8,
+    )  # fmt: skip
+
+
+def write_tiny_av_source(directory):
+    """A random-weight audio-visual source directory for the tiny world (no training);
+    ``training.json`` records the world, as ``experiments.train_av_source`` does."""
+    import jax
+    import numpy as np
+
+    from experiments import training
+    from rest_jax import pretrained
+    from rest_jax.data.avworld import AVWorldConfig
+    from rest_jax.models import AudioVisualModel
+
+    config = tiny_av_config()
+    params = jax.tree.map(np.asarray, training.init_params(AudioVisualModel(config), 0))
+    record = {"world": AVWorldConfig(**TINY_AV_WORLD).to_dict(), "validation": None}
+    return pretrained.save_av_source(directory, config, params, record)
+
+
 @contextlib.contextmanager
 def run_dir_held_by_another_process(run):
     """A child process that holds ``RunDir(run)``'s lock while the block runs (yields it)."""

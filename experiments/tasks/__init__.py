@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from experiments.tasks import composed, image_text
+from experiments.tasks import composed, image_text, video_audio
 from experiments.tasks.base import Task, TaskData
 
 TASKS: dict[str, Task] = {
     image_text.TASK.name: image_text.TASK,
     composed.TASK.name: composed.TASK,
+    video_audio.TASK.name: video_audio.TASK,
 }
 
 
