@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,33 @@ def source_r1(data, direction: str, spec: str, rows, gallery, relevant) -> float
     domain = study.parse_domain(spec, direction)
     inputs = study.query_inputs(data.split, direction, domain, data.towers, seed=0)[rows]
     return study.clean_retrieval(encoder, params, inputs, gallery, relevant)["r1"]
+
+
+def grid_cells(grid: list[str], measure: Callable[[str], Any], label: str = "") -> dict:
+    """``{name: {level: measure(spec)}}`` over ``name@level`` specs, printing each as it goes."""
+    cells: dict[str, dict] = {}
+    for spec in grid:
+        name, _, level = spec.partition("@")
+        cells.setdefault(name, {})[level] = value = measure(spec)
+        shown = value["r1"] if isinstance(value, dict) else value
+        print(label, spec, f"{shown:.1f}", flush=True)
+    return cells
+
+
+def r1_cell(r1: float, clean: float) -> str:
+    """``"R@1 (share of clean R@1 lost)"``, e.g. ``"12.0 (60%)"``."""
+    lost = f"{100 * (1 - r1 / clean):.0f}%" if clean > 0 else "n/a"
+    return f"{r1:.1f} ({lost})"
+
+
+def grid_table(cells: dict[str, dict], cell: Callable[[Any], str]) -> list[str]:
+    """A markdown table of :func:`grid_cells`: a row per corruption, a column per level."""
+    levels = list(dict.fromkeys(level for by in cells.values() for level in by))
+    lines = ["| corruption | " + " | ".join(levels) + " |", "|" + "---|" * (len(levels) + 1)]
+    for name, by in cells.items():
+        row = [cell(by[level]) if level in by else "" for level in levels]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return lines
 
 
 def write_report(lines: list[str], out: str, command: str, start: float) -> None:
@@ -64,25 +93,15 @@ def main(argv=None):
         gallery = study.gallery_embeddings(data.split, direction, data.towers)
         relevant = study.relevance(data.split, direction)[rows]
         clean = source_r1(data, direction, "clean", rows, gallery, relevant)
-        cells: dict[str, dict] = {}
-        for spec in full_grid(direction):
-            name, _, level = spec.partition("@")
-            r1 = source_r1(data, direction, spec, rows, gallery, relevant)
-            cells.setdefault(name, {})[level] = r1
-            print(direction, spec, f"{r1:.1f}", flush=True)
-        levels = list(dict.fromkeys(level for by in cells.values() for level in by))
-        lines += [
-            f"## {direction} (clean R@1 {clean:.1f})",
-            "",
-            "| corruption | " + " | ".join(levels) + " |",
-            "|" + "---|" * (len(levels) + 1),
-        ]
-        for name, by in cells.items():
-            row = [
-                f"{by[level]:.1f} ({100 * (1 - by[level] / clean):.0f}%)" if level in by else ""
-                for level in levels
-            ]
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        cells = grid_cells(
+            full_grid(direction),
+            lambda spec, d=direction, q=rows, g=gallery, r=relevant: source_r1(
+                data, d, spec, q, g, r
+            ),
+            direction,
+        )
+        lines += [f"## {direction} (clean R@1 {clean:.1f})", ""]
+        lines += grid_table(cells, lambda r1, clean=clean: r1_cell(r1, clean))
         lines.append("")
     write_report(lines, args.out, f"python -m experiments.calibrate --split {args.split}", start)
 

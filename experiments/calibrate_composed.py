@@ -16,7 +16,7 @@ import argparse
 import time
 
 from experiments import study
-from experiments.calibrate import write_report
+from experiments.calibrate import grid_cells, grid_table, write_report
 from experiments.config import StudyConfig
 from experiments.tasks import composed, image_text
 
@@ -74,21 +74,9 @@ def main(argv=None):
         ("reference image", image_text.full_grid("i2t")),
         ("modification text", image_text.full_grid("t2i")),
     ):
-        cells: dict[str, dict] = {}
-        for spec in grid:
-            name, _, level = spec.partition("@")
-            cells.setdefault(name, {})[level] = source(spec)
-            print(spec, f"{cells[name][level]['r1']:.1f}", flush=True)
-        levels = list(dict.fromkeys(level for by in cells.values() for level in by))
-        lines += [
-            f"## Shifts of the {title}",
-            "",
-            "| corruption | " + " | ".join(levels) + " |",
-            "|" + "---|" * (len(levels) + 1),
-        ]
-        for name, by in cells.items():
-            row = [_cell(by[v], clean) if v in by else "" for v in levels]
-            lines.append(f"| {name} | " + " | ".join(row) + " |")
+        cells = grid_cells(grid, source)
+        lines += [f"## Shifts of the {title}", ""]
+        lines += grid_table(cells, lambda metrics: _cell(metrics, clean))
         lines.append("")
     lines += [
         "## Shifts of both (IMAGE:TEXT)",
