@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.signal
 
-from rest_jax.data.seeds import check_non_negative_int
+from rest_jax.data.seeds import check_non_negative_int, check_sample_ids, check_severity
 
 AUDIO_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",
@@ -76,16 +76,13 @@ def corrupt_audio(
     waveforms = _check_waveforms(waveforms)
     if not isinstance(name, str) or name not in AUDIO_CORRUPTIONS:
         raise ValueError(f"unknown audio corruption {name!r}; choose from {AUDIO_CORRUPTIONS}")
-    if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
-        raise TypeError(f"severity must be an int in 1..5, got {severity!r}")
-    if int(severity) not in SEVERITIES:
-        raise ValueError(f"severity must be in 1..5, got {severity}")
+    severity = check_severity(severity)
     seed = check_non_negative_int(seed, "seed")
     sample_rate = check_non_negative_int(sample_rate, "sample_rate")
     if sample_rate < MIN_SAMPLE_RATE:
         raise ValueError(f"sample_rate must be >= {MIN_SAMPLE_RATE} Hz, got {sample_rate}")
     n, length = waveforms.shape
-    ids = _check_ids(sample_ids, n)
+    ids = check_sample_ids(sample_ids, n)
     clean = waveforms.astype(np.float64)
     power = np.mean(clean**2, axis=1)
     silent = np.flatnonzero(power == 0.0)
@@ -264,15 +261,3 @@ def _check_waveforms(waveforms) -> np.ndarray:
     if not np.all(np.isfinite(waveforms)):
         raise ValueError("waveforms hold NaN or infinite values")
     return waveforms
-
-
-def _check_ids(sample_ids, n: int) -> np.ndarray:
-    if sample_ids is None:
-        return np.arange(n, dtype=np.int64)
-    if np.ndim(sample_ids) != 1 or len(sample_ids) != n:
-        raise ValueError(
-            f"sample_ids must be a 1-D sequence of {n} ids (one per clip), "
-            f"got shape {np.shape(sample_ids)}"
-        )
-    ids = [check_non_negative_int(i, "sample id") for i in np.asarray(sample_ids).tolist()]
-    return np.asarray(ids, np.int64)

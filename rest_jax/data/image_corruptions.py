@@ -66,7 +66,7 @@ import scipy.ndimage as ndi
 import scipy.signal
 from PIL import Image
 
-from rest_jax.data.seeds import check_non_negative_int
+from rest_jax.data.seeds import check_non_negative_int, check_severity
 
 IMAGE_CORRUPTIONS: tuple[str, ...] = (
     "brightness",
@@ -212,7 +212,7 @@ def corrupt_images(
     """
     images = _check_images(images)
     index = _check_name(name)
-    severity = _check_severity(severity)
+    severity = check_severity(severity)
     seed = check_non_negative_int(seed, "seed")
     ids = [check_non_negative_int(i, "sample id") for i in np.asarray(sample_ids).reshape(-1)]
     if np.ndim(sample_ids) != 1 or len(ids) != images.shape[0]:
@@ -252,14 +252,6 @@ def _check_name(name: str) -> int:
     if name not in _CORRUPTIONS:
         raise ValueError(f"unknown image corruption {name!r}; choose from {IMAGE_CORRUPTIONS}")
     return IMAGE_CORRUPTIONS.index(name)
-
-
-def _check_severity(severity) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
-        raise TypeError(f"severity must be an int in 1..5, got {severity!r}")
-    if not 1 <= severity <= 5:
-        raise ValueError(f"severity must be in 1..5, got {severity}")
-    return int(severity)
 
 
 def _sample_rng(seed: int, sample_id: int, corruption_index: int) -> np.random.Generator:

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, SEVERITIES, corrupt_images
-from rest_jax.data.seeds import check_non_negative_int
+from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, corrupt_images
+from rest_jax.data.seeds import check_non_negative_int, check_sample_ids, check_severity
 
 TEMPORAL_CORRUPTIONS: tuple[str, ...] = ("frame_drop", "frame_jitter", "freeze")
 VIDEO_CORRUPTIONS: tuple[str, ...] = IMAGE_CORRUPTIONS + TEMPORAL_CORRUPTIONS
@@ -62,10 +62,10 @@ def corrupt_videos(
     videos = _check_videos(videos)
     if not isinstance(name, str) or name not in VIDEO_CORRUPTIONS:
         raise ValueError(f"unknown video corruption {name!r}; choose from {VIDEO_CORRUPTIONS}")
-    severity = _check_severity(severity)
+    severity = check_severity(severity)
     seed = check_non_negative_int(seed, "seed")
     n, t = videos.shape[:2]
-    ids = _check_ids(sample_ids, n)
+    ids = check_sample_ids(sample_ids, n)
     if n == 0:
         return videos.copy()
     if name in IMAGE_CORRUPTIONS:
@@ -94,7 +94,7 @@ def frame_order(name: str, severity: int, frames: int, seed: int = 0, sample_id:
         raise ValueError(
             f"unknown temporal corruption {name!r}; choose from {TEMPORAL_CORRUPTIONS}"
         )
-    severity = _check_severity(severity)
+    severity = check_severity(severity)
     frames = check_non_negative_int(frames, "frames")
     if frames < 1:
         raise ValueError("frames must be >= 1")
@@ -132,26 +132,6 @@ def _check_videos(videos) -> np.ndarray:
             f"videos must have shape (N, T, H, W, 3) with T, H, W >= 1, got {videos.shape}"
         )
     return videos
-
-
-def _check_severity(severity) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, int | np.integer):
-        raise TypeError(f"severity must be an int in 1..5, got {severity!r}")
-    if int(severity) not in SEVERITIES:
-        raise ValueError(f"severity must be in 1..5, got {severity}")
-    return int(severity)
-
-
-def _check_ids(sample_ids, n: int) -> np.ndarray:
-    if sample_ids is None:
-        return np.arange(n, dtype=np.int64)
-    if np.ndim(sample_ids) != 1 or len(sample_ids) != n:
-        raise ValueError(
-            f"sample_ids must be a 1-D sequence of {n} ids (one per clip), "
-            f"got shape {np.shape(sample_ids)}"
-        )
-    ids = [check_non_negative_int(i, "sample id") for i in np.asarray(sample_ids).tolist()]
-    return np.asarray(ids, np.int64)
 
 
 def _rng(seed: int, sample_id: int, index: int) -> np.random.Generator:
