@@ -5,7 +5,8 @@
 runs them in one process over 8 simulated devices;
 ``... sharded_check.py --process-id I --num-processes P --port PORT`` runs them in process I
 of P (``jax.distributed`` over localhost, CPU collectives by gloo), on a mesh of every
-process's devices.
+process's devices. The test suite runs the second form: 2 processes of 4 devices each, a mesh
+of 8 devices over two hosts.
 """
 
 from __future__ import annotations
@@ -81,9 +82,7 @@ def check_rest_stream(mesh):
     np.testing.assert_allclose(single.scores, sharded.scores, rtol=1e-5, atol=1e-6)
     assert_same_state(single, sharded)
     assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) == mesh.size
-    if jax.process_count() == 1:
-        # Across processes the same sharded step runs; its chunked variant is checked here.
-        check_chunked_top_k_stream(mesh, single, params, gallery, queries, clean, config)
+    check_chunked_top_k_stream(mesh, single, params, gallery, queries, clean, config)
 
 
 def assert_same_state(a, b):
@@ -132,9 +131,7 @@ def main():
     print(f"processes={jax.process_count()} devices={jax.device_count()}")
     mesh = gallery_mesh()
     check_top_k(mesh)
-    if jax.process_count() == 1:
-        # Across processes the rest stream below runs the same refinement on a sharded gallery.
-        check_refinement(mesh)
+    check_refinement(mesh)
     check_rest_stream(mesh)
     if jax.process_count() > 1:
         check_no_checkpoints_across_processes(mesh)
