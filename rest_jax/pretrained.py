@@ -16,6 +16,10 @@ prints the new hashes.
 The combiner (``assets/world_combiner``, :data:`WORLD_COMBINER_SHA256`) composes the source
 model's image and text features into composed-query embeddings (``rest_jax.models.combiner``);
 ``python -m experiments.train_combiner`` retrains it.
+
+The audio-visual source model (``assets/av_source``, :data:`AV_SOURCE_SHA256`) is the video
+and audio two-tower of ``rest_jax.models.audio_visual`` trained on AVWorld
+(``rest_jax.data.avworld``); ``python -m experiments.train_av_source`` retrains it.
 """
 
 from __future__ import annotations
@@ -273,7 +277,11 @@ def load_world_combiner(
 
 AV_SOURCE_DIR = pathlib.Path(__file__).parent / "assets" / "av_source"
 AV_SOURCE_FILES = ("config.json", "model.safetensors", "training.json")
-AV_SOURCE_SHA256: dict[str, str] = {}
+AV_SOURCE_SHA256: dict[str, str] = {
+    "config.json": "68daafe10dad7f3ffa05273e3f21f63c56190e16d7106b197bfa6b34bb8a1968",
+    "model.safetensors": "c7113f7080392a293ebff1f4d9b3fc202929f9c81846d3660584412977a4647e",
+    "training.json": "34f6c0211780ebcb2f3a3baf7626ec994c6b99f8425c8b7d69ad5c4c1599a20a",
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -128,3 +128,18 @@ def test_towers_reject_wrong_shapes(tiny):
         model.encode_video(params, jnp.zeros((1, 3, 8, 8, 3)))
     with pytest.raises(ValueError, match="log-mel inputs must be"):
         model.encode_audio(params, jnp.zeros((1, 8, 12)))
+
+
+def test_shipped_av_source_matches_its_hashes_and_loads():
+    assert set(pretrained.AV_SOURCE_SHA256) == set(pretrained.AV_SOURCE_FILES)
+    for name, digest in pretrained.AV_SOURCE_SHA256.items():
+        assert pretrained.file_sha256(pretrained.AV_SOURCE_DIR / name) == digest, name
+    size = (pretrained.AV_SOURCE_DIR / "model.safetensors").stat().st_size
+    assert size <= 20 * 2**20
+    source = pretrained.load_av_source()
+    record = source.training
+    assert source.config == AVConfig.from_dict(record["model"])
+    assert min(record["validation_clean_r1"].values()) >= 60 and record["command"]
+    assert min(record["test_clean_r1"].values()) >= 50
+    n = sum(np.size(x) for x in jax.tree.leaves(source.params))
+    assert n * 4 <= size  # every parameter is stored (float32)

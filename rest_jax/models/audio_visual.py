@@ -68,8 +68,8 @@ class VideoConfig:
     frames: int = 8
     image_size: int = 32
     patch_size: int = 8
-    width: int = 64
-    layers: int = 2
+    width: int = 48
+    layers: int = 1
     temporal_layers: int = 1
     heads: int = 4
 
