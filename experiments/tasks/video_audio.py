@@ -161,7 +161,7 @@ def load(cfg) -> TaskData:
         "queries": len(clips.videos),
         "gallery": len(clips.videos),
         "source_model": {"directory": str(source.directory), "sha256": files},
-        "source_validation": source.training.get("validation"),
+        "source_validation_r1": source.training.get("validation_clean_r1"),
     }
     log.info("video-audio task: %s", description["contents"])
     return TaskData(
