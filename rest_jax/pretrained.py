@@ -139,7 +139,7 @@ def checked_directory(
     for name in files:
         if not (directory / name).exists():
             raise FileNotFoundError(
-                f"{what} file missing: {directory / name} (a {what} directory holds "
+                f"{what} file missing: {directory / name} (the {what} directory holds "
                 f"{', '.join(files)}; python -m {writer} writes one)"
             )
     if expected:

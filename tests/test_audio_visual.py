@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from toy import tiny_av_config
 
 from experiments import training
 from rest_jax import pretrained
@@ -27,15 +28,7 @@ from rest_jax.models import (
 from rest_jax.numerics import l2_normalize
 from rest_jax.selection import select
 
-# 2 frames of 8 px in 4 px patches; 0.1 s at 16 kHz -> 8 log-mel frames of 16 bins.
-TINY = AVConfig(
-    video=VideoConfig(frames=2, image_size=8, patch_size=4, width=16, layers=1, heads=2),
-    audio=AudioConfig(
-        mel_bins=16, time_frames=8, patch_size=(4, 8), width=16, layers=1, heads=2,
-        num_samples=1600, mel_mean=-5.0, mel_std=3.0,
-    ),
-    projection_dim=8,
-)  # fmt: skip
+TINY = tiny_av_config()  # 2 frames of 8 px; 0.1 s -> 8 log-mel frames of 16 bins
 
 
 @pytest.fixture(scope="module")

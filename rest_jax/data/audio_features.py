@@ -3,7 +3,7 @@
 The features of the audio tower (``rest_jax.models.audio_visual``), as in AST (Gong et al.,
 Interspeech 2021): 25 ms Hann-windowed frames every 10 ms, the power spectrum, a triangular
 mel filterbank (HTK mel scale, ``mel(f) = 2595 log10(1 + f / 700)``) and a floored log.
-docs/method.md section 8.3 (synthetic worlds).
+docs/method.md section 8.5 (video-audio retrieval).
 """
 
 from __future__ import annotations

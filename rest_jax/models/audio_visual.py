@@ -1,5 +1,5 @@
 """Audio-visual two-tower model in Flax Linen: a video tower and an audio tower that embed clips
-into one space, for video <-> audio retrieval (docs/method.md sections 0 and 8.3).
+into one space, for video <-> audio retrieval (docs/method.md sections 0 and 8.5).
 
 Both towers reuse CLIP's pre-LayerNorm blocks (``rest_jax.models.clip.EncoderBlock``,
 ``x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))``) and its float32 LayerNorm:

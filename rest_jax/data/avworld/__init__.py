@@ -1,6 +1,6 @@
 """AVWorld: a procedurally generated audio-visual world for video <-> audio retrieval.
 
-docs/method.md section 8.3 (synthetic worlds). Each clip is 1 s: T = 8 frames of 32 x 32 px
+docs/method.md section 8.5 (video-audio retrieval). Each clip is 1 s: T = 8 frames of 32 x 32 px
 and a 16 kHz waveform. A clip has a background kind (a visual texture, heard as its own
 ambient noise band) and 1 to 3 objects of distinct kinds. Each kind has a shape and a hue
 family (seen) and a pitch and timbre (heard); an object's size sets its radius and loudness,
