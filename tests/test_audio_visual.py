@@ -76,6 +76,12 @@ def test_inputs_are_normalised_with_fixed_constants_and_checked():
         audio_inputs(waves, 8000, TINY)
     with pytest.raises(ValueError, match="uint8"):
         video_inputs(v)
+    assert video_inputs(videos, TINY).shape == videos.shape
+    with pytest.raises(ValueError, match="3 frames of 8x8 px; the video tower takes 2 frames"):
+        video_inputs(np.concatenate([videos, videos[:, :1]], axis=1), TINY)
+    for bad, problem in ((waves[:, :1000], "samples"), (np.zeros_like(waves), "silent")):
+        with pytest.raises(ValueError, match=problem):
+            audio_inputs(bad, 16000, TINY)
 
 
 def test_config_round_trip_and_checks():

@@ -130,7 +130,12 @@ def load(cfg) -> TaskData:
     config = source.config
     params = jax.tree.map(np.asarray, source.params)
     towers = {
-        "video": (video_encoder(config), params["video"], VIDEO_ADAPT_RULES, video_inputs),
+        "video": (
+            video_encoder(config),
+            params["video"],
+            VIDEO_ADAPT_RULES,
+            lambda videos: video_inputs(videos, config),
+        ),
         "audio": (
             audio_encoder(config),
             params["audio"],

@@ -261,13 +261,25 @@ def audio_encoder(config: AVConfig) -> Callable[[PyTree, Array], Array]:
     return lambda params, mels: tower.apply({"params": params}, mels)
 
 
-def video_inputs(videos: np.ndarray) -> np.ndarray:
-    """uint8 ``(N, T, H, W, 3)`` videos -> float32 ``(x / 255 - 0.5) / 0.25``."""
+def video_inputs(videos: np.ndarray, config: AVConfig | None = None) -> np.ndarray:
+    """uint8 ``(N, T, H, W, 3)`` videos -> float32 ``(x / 255 - 0.5) / 0.25``.
+
+    Raises:
+      ValueError: not uint8 ``(N, T, H, W, 3)``, or (with ``config``) ``T`` frames of
+        ``H x W`` px other than the video tower's ``frames`` of ``image_size`` px.
+    """
     videos = np.asarray(videos)
-    if videos.dtype != np.uint8 or videos.ndim != 5:
+    if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
         raise ValueError(
             f"expected uint8 (N, T, H, W, 3) videos, got {videos.dtype} {videos.shape}"
         )
+    if config is not None:
+        v = config.video
+        if videos.shape[1:4] != (v.frames, v.image_size, v.image_size):
+            raise ValueError(
+                f"clips of {videos.shape[1]} frames of {videos.shape[2]}x{videos.shape[3]} px; "
+                f"the video tower takes {v.frames} frames of {v.image_size}x{v.image_size} px"
+            )
     return (videos.astype(np.float32) / 255.0 - VIDEO_MEAN) / VIDEO_STD
 
 
