@@ -81,7 +81,7 @@ def test_help_explains_every_flag_with_its_default():
     assert "(default: on)" in entries["--ablations"]
     assert "(default: 64)" in entries["--batch-size"]
     assert "(default: synthworld)" in entries["--dataset"]
-    assert "{synthworld,coco,flickr,fashioniq,cirr}" in entries["--dataset"]
+    assert "{synthworld,coco,flickr,fashioniq,cirr,ks50,vggsound}" in entries["--dataset"]
     assert "(default: none)" in entries["--adapt"]
     # Each group lists its own flags, in dataclass order.
     for title in GROUPS:
