@@ -27,16 +27,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import training
+from experiments import study, training
 from rest_jax import pretrained
-from rest_jax.data.audio_features import check_waveforms, log_mel, mel_filterbank
+from rest_jax.data.audio_features import (
+    check_waveforms,
+    frame_sizes,
+    hann_window,
+    log_mel,
+    mel_filterbank,
+)
 from rest_jax.data.avworld import AVWorldConfig, generate_av_split
+from rest_jax.metrics import retrieval_metrics
 from rest_jax.models.audio_visual import (
     VIDEO_MEAN,
     VIDEO_STD,
     AudioVisualModel,
     AVConfig,
+    audio_encoder,
     audio_inputs,
+    video_encoder,
     video_inputs,
 )
 
@@ -121,12 +130,9 @@ def noise_mel_power(config: AVConfig) -> np.ndarray:
     has ``E|X_k|^2 = sum_n w[n]^2`` in every bin, so bin ``m`` gets that times
     ``sum_k F[k, m]`` (the Hann window and filterbank of ``log_mel``)."""
     a = config.audio
-    length = int(round(a.sample_rate * 0.025))
-    n = np.arange(length)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / length)
-    fft_length = 2 * (1 << (length - 1).bit_length())
+    length, _, fft_length = frame_sizes(a.sample_rate)
     bank = mel_filterbank(a.mel_bins, fft_length, a.sample_rate)
-    return (np.sum(window**2) * bank.sum(0)).astype(np.float32)
+    return (np.sum(hann_window(length) ** 2) * bank.sum(0)).astype(np.float32)
 
 
 def audio_draws(rng: np.random.Generator, shape: tuple, cfg: AVAugmentConfig) -> dict:
@@ -164,32 +170,17 @@ class _AsTwoTower:
         return self.model.init(rng)
 
 
-def embed_split(model: AudioVisualModel, params, split, batch: int = 250):
-    """L2-normalised video and audio embeddings ``(N, d)`` of a split."""
-    enc_v = jax.jit(model.encode_video)
-    enc_a = jax.jit(model.encode_audio)
-    v, a = [], []
-    for lo in range(0, len(split), batch):
-        v.append(np.asarray(enc_v(params, video_inputs(split.videos[lo : lo + batch]))))
-        a.append(
-            np.asarray(
-                enc_a(
-                    params,
-                    audio_inputs(split.waveforms[lo : lo + batch], split.sample_rate, model.config),
-                )
-            )
-        )
-    return np.concatenate(v), np.concatenate(a)
-
-
 def clean_r1(model: AudioVisualModel, params, split) -> dict[str, float]:
     """Clean R@1 (percent) of video -> audio and audio -> video (query i's item is i)."""
-    v, a = embed_split(model, params, split)
-    sims = v @ a.T
-    ids = np.arange(len(v))
+    cfg = model.config
+    videos = study.embed(video_encoder(cfg), params["video"], video_inputs(split.videos, cfg))
+    sounds = study.embed(
+        audio_encoder(cfg), params["audio"], audio_inputs(split.waveforms, split.sample_rate, cfg)
+    )
+    ids = np.arange(len(videos))
     return {
-        "v2a": round(100.0 * float(np.mean(sims.argmax(1) == ids)), 2),
-        "a2v": round(100.0 * float(np.mean(sims.argmax(0) == ids)), 2),
+        "v2a": round(retrieval_metrics(videos @ sounds.T, ids)["r1"], 2),
+        "a2v": round(retrieval_metrics(sounds @ videos.T, ids)["r1"], 2),
     }
 
 

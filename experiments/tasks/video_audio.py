@@ -115,18 +115,18 @@ def _real_clips(cfg, config: AVConfig):
 
 def load(cfg) -> TaskData:
     """The audio-visual world (shipped model) or READ's test clips with a user's model."""
-    if cfg.dataset == "synthworld":
-        source = _source_model(cfg)
-        clips, pairs, description = _world_clips(cfg, source)
-    elif cfg.dataset in REAL_DATASETS:
-        if not cfg.data_dir or not cfg.checkpoint:
-            raise ValueError(f"--dataset {cfg.dataset} needs --data-dir and --checkpoint")
-        source = _source_model(cfg)
-        clips, pairs, description = _real_clips(cfg, source.config)
-    else:
+    if cfg.dataset not in ("synthworld", *REAL_DATASETS):
         raise ValueError(
             f"the video-audio task reads synthworld, ks50 or vggsound, not {cfg.dataset}"
         )
+    real = cfg.dataset in REAL_DATASETS
+    if real and not (cfg.data_dir and cfg.checkpoint):
+        raise ValueError(f"--dataset {cfg.dataset} needs --data-dir and --checkpoint")
+    source = _source_model(cfg)
+    if real:
+        clips, pairs, description = _real_clips(cfg, source.config)
+    else:
+        clips, pairs, description = _world_clips(cfg, source)
     config = source.config
     params = jax.tree.map(np.asarray, source.params)
     towers = {

@@ -67,10 +67,24 @@ def mel_filterbank(num_mel_bins: int, fft_length: int, sample_rate: int) -> np.n
     return np.maximum(0.0, np.minimum(rise, fall))
 
 
-def num_frames(num_samples: int, sample_rate: int, frame_length_ms: float, frame_shift_ms: float):
-    """Frames of :func:`log_mel`: ``1 + (S - L) // H`` (no padding)."""
+def frame_sizes(
+    sample_rate: int, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0
+) -> tuple[int, int, int]:
+    """``(L, H, fft_length)`` of :func:`log_mel`: window and hop in samples, and the FFT size,
+    twice the next power of two of ``L`` (1024 for 25 ms at 16 kHz)."""
     length = int(round(sample_rate * frame_length_ms / 1000.0))
     shift = int(round(sample_rate * frame_shift_ms / 1000.0))
+    return length, shift, 2 * (1 << (length - 1).bit_length())
+
+
+def hann_window(length: int) -> np.ndarray:
+    """The periodic Hann window ``w[n] = 0.5 - 0.5 cos(2 pi n / L)`` of :func:`log_mel`."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)
+
+
+def num_frames(num_samples: int, sample_rate: int, frame_length_ms: float, frame_shift_ms: float):
+    """Frames of :func:`log_mel`: ``1 + (S - L) // H`` (no padding)."""
+    length, shift, _ = frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
     return 1 + (num_samples - length) // shift
 
 
@@ -100,14 +114,12 @@ def log_mel(
     x = np.asarray(waveforms)
     if x.ndim != 2:
         raise ValueError(f"waveforms must be 2-D (clips, samples), got shape {x.shape}")
-    length = int(round(sample_rate * frame_length_ms / 1000.0))
-    shift = int(round(sample_rate * frame_shift_ms / 1000.0))
+    length, shift, fft_length = frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
     if length < 2 or shift < 1 or x.shape[1] < length:
         raise ValueError(
             f"clips of {x.shape[1]} samples are shorter than one {length}-sample frame"
         )
-    fft_length = 2 * (1 << (length - 1).bit_length())
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(length) / length)).astype(np.float32)
+    window = hann_window(length).astype(np.float32)
     bank = mel_filterbank(num_mel_bins, fft_length, sample_rate).astype(np.float32)
     frames = num_frames(x.shape[1], sample_rate, frame_length_ms, frame_shift_ms)
     out = np.empty((len(x), frames, num_mel_bins), np.float32)
