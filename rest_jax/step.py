@@ -182,12 +182,19 @@ def decoupling_state(opt_state: optax.OptState) -> GradientDecouplingState | Non
 
 
 def all_finite(tree: PyTree) -> jax.Array:
-    """True when every floating leaf of ``tree`` is finite."""
-    checks = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(tree)
-        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
-    ]
+    """True when every floating leaf of ``tree`` is finite.
+
+    The leaves of each dtype are concatenated and checked in one reduction. One reduction per
+    leaf, with XLA copying the chain of their results into every select of the rollback, was
+    a fifth of a small step's compile (a tiny CLIP rest step: 14.3k lines of optimised HLO and
+    about 3.0 s, against 8.9k lines and about 2.2 s this way).
+    """
+    by_dtype: dict[Any, list[jax.Array]] = {}
+    for x in jax.tree.leaves(tree):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jnp.inexact):
+            by_dtype.setdefault(x.dtype, []).append(x.ravel())
+    checks = [jnp.all(jnp.isfinite(jnp.concatenate(xs))) for xs in by_dtype.values()]
     return jnp.all(jnp.stack(checks)) if checks else jnp.ones((), bool)
 
 

@@ -22,6 +22,7 @@ from toy import toy_apply, toy_problem
 from rest_jax import Adapter, methods, pad_batch, preset, retrieval_metrics, run_stream
 from rest_jax.guards import distinct_top1_fraction, identical_rows, init_guard, update_guard
 from rest_jax.methods.base import InnerResult
+from rest_jax.step import all_finite
 
 LN_ONLY = [(r"^ln/", True)]
 B = 16
@@ -223,6 +224,21 @@ def test_distinct_top1_fraction_and_identical_rows():
     assert not bool(identical_rows(x.at[2, 1].set(2.0), jnp.ones(4, bool)))
     assert bool(identical_rows(x.at[2, 1].set(2.0), jnp.array([True, True, False, True])))
     assert not bool(identical_rows(x, jnp.array([True, False, False, False])))  # one row
+
+
+def test_all_finite_checks_every_floating_leaf_in_its_own_dtype(x64):
+    tree = {
+        "f32": jnp.ones((3,), jnp.float32),
+        "bf16": jnp.ones((2, 2), jnp.bfloat16),
+        "f64": jnp.array([1e300], jnp.float64),  # finite; it would overflow a float32 check
+        "counter": jnp.array(7, jnp.int32),
+        "none": None,
+    }
+    assert bool(all_finite(tree))
+    assert bool(all_finite({})) and bool(all_finite({"counter": jnp.int32(1)}))
+    for leaf, bad in (("f32", jnp.nan), ("bf16", jnp.inf), ("f64", -jnp.inf)):
+        broken = {**tree, leaf: tree[leaf].ravel().at[0].set(bad).reshape(tree[leaf].shape)}
+        assert not bool(all_finite(broken)), leaf
 
 
 def test_guard_fires_once_when_the_source_itself_looks_collapsed():
