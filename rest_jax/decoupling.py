@@ -25,6 +25,7 @@ import optax
 
 from rest_jax.config import DECOUPLING_MODES as MODES
 from rest_jax.losses import symmetric_contrastive_loss
+from rest_jax.numerics import tree_norm, tree_vdot
 from rest_jax.selection import combine
 
 PyTree = Any
@@ -48,14 +49,6 @@ class GradientDecouplingState(NamedTuple):
     num_projected: jax.Array
 
 
-def _tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-    """``<a, b>`` over the whole tree, accumulated in at least float32 (bf16 leaves too)."""
-    upcast = lambda tree: jax.tree.map(
-        lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree
-    )
-    return jnp.asarray(optax.tree.vdot(upcast(a), upcast(b)))
-
-
 def _like(reference: PyTree, params: PyTree) -> PyTree:
     """``reference`` laid out as ``params`` (leaf by leaf, so that ``None`` and optax's
     ``MaskedNode`` placeholders match), cast to the params' dtypes."""
@@ -73,8 +66,8 @@ def _like(reference: PyTree, params: PyTree) -> PyTree:
 
 def _decouple(g, r, mode, beta, min_norm):
     """Applies the rule to one group (a pytree of leaves). Returns ``(g'', projected)``."""
-    c = _tree_vdot(g, r)
-    rr = _tree_vdot(r, r)
+    c = tree_vdot(g, r)
+    rr = tree_vdot(r, r)
     usable = rr > min_norm**2
     rr_safe = jnp.where(usable, rr, 1)
     if mode == "none":  # decoupling off: no projection and no push, whatever beta is
@@ -85,7 +78,7 @@ def _decouple(g, r, mode, beta, min_norm):
         projected = usable
     coef = jnp.where(projected, c / rr_safe, 0)
     g1 = jax.tree.map(lambda gi, ri: (gi - coef * ri).astype(gi.dtype), g, r)
-    g1_norm = jnp.sqrt(_tree_vdot(g1, g1))
+    g1_norm = tree_norm(g1)
     push = jnp.where(usable, beta * g1_norm / jnp.sqrt(rr_safe), 0)
     g2 = jax.tree.map(lambda gi, ri: (gi + push * ri).astype(gi.dtype), g1, r)
     return g2, projected
@@ -147,8 +140,8 @@ def gradient_decoupling(
             projected = jnp.any(jnp.stack(flags)) if flags else jnp.zeros((), bool)
         else:
             new_updates, projected = _decouple(updates, ref, mode, beta, min_reference_norm)
-        c = _tree_vdot(updates, ref)
-        denom = jnp.sqrt(_tree_vdot(updates, updates) * _tree_vdot(ref, ref))
+        c = tree_vdot(updates, ref)
+        denom = jnp.sqrt(tree_vdot(updates, updates) * tree_vdot(ref, ref))
         cosine = jnp.where(denom > 0, c / jnp.where(denom > 0, denom, 1), 0)
         new_state = GradientDecouplingState(
             reference=ref,

@@ -1,10 +1,12 @@
 """Numerical primitives shared by the losses, the step, the methods and the models.
 
 Masked means, a norm with a safe gradient, L2 normalisation, the (column-masked) softmax
-entropy, a stable rank and the ``int(fraction * n_valid)`` count of the filters. None gives
-NaN on an empty mask or a zero vector."""
+entropy, a stable rank, the ``int(fraction * n_valid)`` count of the filters, and the inner
+product and norm of a whole pytree. None gives NaN on an empty mask or a zero vector."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,26 @@ def safe_norm(x: jax.Array, axis=-1, keepdims=False) -> jax.Array:
     sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
+
+
+def tree_vdot(a: Any, b: Any) -> jax.Array:
+    """``<a, b>`` over every leaf of two pytrees of one structure, in at least float32.
+
+    One dot product over the concatenated leaves, not one per leaf summed: a scalar that every
+    leaf's update reads (decoupling's projection, SAM's scale) would otherwise carry the chain
+    of per-leaf partial sums, which XLA copies into each leaf's kernel (compile time).
+    """
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    dtype = jnp.result_type(jnp.float32, *leaves_a, *leaves_b)
+    if not leaves_a:
+        return jnp.zeros((), dtype)
+    flat = lambda leaves: jnp.concatenate([jnp.ravel(x).astype(dtype) for x in leaves])
+    return jnp.vdot(flat(leaves_a), flat(leaves_b))
+
+
+def tree_norm(tree: Any) -> jax.Array:
+    """The Euclidean norm of a whole pytree (:func:`tree_vdot`)."""
+    return jnp.sqrt(tree_vdot(tree, tree))
 
 
 def l2_normalize(x: jax.Array, axis=-1, eps: float = 1e-12) -> jax.Array:

@@ -10,6 +10,7 @@ import pytest
 
 from rest_jax.decoupling import GradientDecouplingState, contrastive_reference, gradient_decoupling
 from rest_jax.losses import symmetric_contrastive_loss
+from rest_jax.numerics import tree_norm, tree_vdot
 from rest_jax.selection import partition
 
 
@@ -283,3 +284,14 @@ def test_mode_none_leaves_the_gradient_untouched_whatever_beta(beta):
     expected = tree_dot(g, r) / jnp.sqrt(tree_dot(g, g) * tree_dot(r, r))
     np.testing.assert_allclose(float(state.cosine), float(expected), rtol=1e-5)
     assert not bool(state.projected)
+
+
+def test_tree_vdot_and_norm_span_every_leaf_in_at_least_float32():
+    a = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.array([1.0, -2.0])}
+    b = {"w": jnp.ones((2, 3)), "b": jnp.array([3.0, 0.5])}
+    assert float(tree_vdot(a, b)) == pytest.approx(15.0 + 3.0 - 1.0)
+    assert float(tree_norm(a)) == pytest.approx(np.sqrt(55.0 + 5.0))
+    # bf16 leaves accumulate in float32: 300 ones sum to 300 (bf16 would stop at 256)
+    ones = {"x": jnp.ones((300,), jnp.bfloat16)}
+    assert tree_vdot(ones, ones).dtype == jnp.float32 and float(tree_vdot(ones, ones)) == 300.0
+    assert float(tree_vdot({}, {})) == 0.0 and float(tree_norm({"none": None})) == 0.0

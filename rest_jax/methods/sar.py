@@ -43,7 +43,7 @@ from rest_jax.methods.baseline_common import (
     guarded_update,
     lowest_entropy,
 )
-from rest_jax.numerics import entropy, masked_mean
+from rest_jax.numerics import entropy, masked_mean, tree_norm
 
 
 class SarState(NamedTuple):
@@ -104,7 +104,7 @@ def sam_ascent(rho: float, eps: float = 1e-12) -> optax.GradientTransformation:
 
     def update_fn(updates, state, params=None):
         del params
-        scale = rho / (optax.tree.norm(updates) + eps)
+        scale = rho / (tree_norm(updates) + eps)
         return jax.tree.map(lambda g: scale * g, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
@@ -163,7 +163,7 @@ def sar_step(ctx, adapted, opt_state, method_state, step_index) -> InnerResult:
         "num_selected_first": count(first.selected),
         "num_selected": count(second),
         "threshold": first.threshold,
-        "perturbation_norm": optax.tree.norm(perturbation),
+        "perturbation_norm": tree_norm(perturbation),
         "ema": ema_before_reset,
         "sar_reset": reset.astype(jnp.int32),
     }
