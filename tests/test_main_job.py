@@ -9,27 +9,46 @@ import numpy as np
 import pytest
 
 from experiments import main as main_job
-from experiments.config import ALL_METHODS
+from experiments.config import ALL_METHODS, parse_args
+from rest_jax import preset
 
 
 def read_rows(out: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-def test_synthworld_pipeline_every_method(tmp_path):
+# The pipeline's own paths, one method each: source (never changes), tent (the logged
+# reference cosine), tcr and rest (the anchor bank, decoupling). Every method's step runs in
+# tests/test_baselines.py; every method's study config is checked below without compiling.
+PIPELINE_METHODS = "source,tent,tcr,rest"
+
+
+def test_every_method_has_a_study_config_of_its_own():
+    cfg = parse_args(["--methods", ALL_METHODS, "--adapt", "rest.num_candidates=2"])
+    assert cfg.resolved_hyperparameters() == "synthworld"
+    for method in cfg.method_list():
+        expected = preset(method, "synthworld")
+        if method in main_job.LOGGED_REFERENCE_COSINE:
+            expected = expected.replace(record_reference_cosine=True)
+        if method == "rest":
+            expected = expected.replace(num_candidates=2)
+        assert main_job.adapt_config(cfg, method) == expected, method
+
+
+def test_synthworld_pipeline_end_to_end(tmp_path):
     from toy import write_tiny_world_source
 
     write_tiny_world_source(tmp_path / "source")
     args = [
         "--name", "smoke", "--output-dir", str(tmp_path / "runs"),
         "--cache-dir", str(tmp_path / "cache"), "--source-model", str(tmp_path / "source"),
-        "--directions", "i2t", "--shifts", "i2t=gaussian_noise@5", "--stream-seeds", "0,1",
-        "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "16",
-        "--max-queries", "32",
+        "--directions", "i2t", "--methods", PIPELINE_METHODS, "--shifts", "i2t=gaussian_noise@5",
+        "--stream-seeds", "0,1", "--severity-sweep", "", "--diverse", "", "--no-ablations",
+        "--batch-size", "16", "--max-queries", "32",
     ]  # fmt: skip
     out = main_job.main(args)
     rows = read_rows(out)
-    methods = ALL_METHODS.split(",")
+    methods = PIPELINE_METHODS.split(",")
     assert sorted(r["method"] for r in rows if r["group"] == "qs") == sorted(methods * 2)
     assert [r["method"] for r in rows if r["group"] == "clean"] == ["source"] * 2
     assert {r["seed"] for r in rows} == {0, 1}
