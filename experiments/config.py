@@ -64,6 +64,7 @@ class StudyConfig:
     order: str = "seeded"  # stream order: "seeded" (one per seed), "reference" (TCR's)
     stream_seeds: str = "0,1,2"  # stream orders; every row is the mean ± std over them
     oracle: bool = True  # add the supervised LayerNorm-tuning ceiling (uses labels)
+    reference_cosine: bool = True  # log tent's cos(g, r) for the reference-cosine plot
     max_queries: int = 0  # 0: every query of the split
     adapt: tuple[str, ...] = ()  # AdaptConfig overrides, "KEY=VALUE" or "METHOD.KEY=VALUE"
 
@@ -233,6 +234,11 @@ FLAG_HELP: dict[str, tuple[str, str]] = {
         GRID,
         "the oracle row: supervised LayerNorm tuning with labels on each stream's first half, "
         "R@1 on its second half (a ceiling, not a method)",
+    ),
+    "reference_cosine": (
+        GRID,
+        "log cos(g, r) between tent's gradient and the clean reference gradient r (the "
+        "reference-cosine plot); it costs computing r for tent",
     ),
     "adapt": (
         ADAPT,

@@ -57,7 +57,7 @@ LOGGED_REFERENCE_COSINE = ("tent",)
 
 def adapt_config(cfg: StudyConfig, method: str, **extra) -> rest_jax.AdaptConfig:
     base = rest_jax.preset(method.split("-")[0], cfg.resolved_hyperparameters())
-    if method in LOGGED_REFERENCE_COSINE:
+    if cfg.reference_cosine and method in LOGGED_REFERENCE_COSINE:
         extra = {"record_reference_cosine": True, **extra}
     return base.replace(**{**adapt_overrides(cfg, method), **extra})
 

@@ -33,6 +33,9 @@ def test_every_method_has_a_study_config_of_its_own():
         if method == "rest":
             expected = expected.replace(num_candidates=2)
         assert main_job.adapt_config(cfg, method) == expected, method
+    quiet = parse_args(["--no-reference-cosine"])
+    methods = ALL_METHODS.split(",")
+    assert not any(main_job.adapt_config(quiet, m).record_reference_cosine for m in methods)
 
 
 def test_synthworld_pipeline_end_to_end(tmp_path):

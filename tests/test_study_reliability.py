@@ -22,6 +22,7 @@ TINY = [
     "--source-model", str(SOURCE), "--max-queries", "16", "--stream-seeds", "0", "--no-oracle",
     "--directions", "i2t", "--methods", "source,tent", "--shifts", "i2t=gaussian_noise@5",
     "--severity-sweep", "", "--diverse", "", "--no-ablations", "--batch-size", "8",
+    "--no-reference-cosine",
 ]  # fmt: skip
 KEYS = [
     "clean|i2t|source|clean|seed=0",

@@ -81,6 +81,7 @@ def test_a_two_input_task_runs_the_whole_study(tmp_path, toy_task):
             "--methods", "source,tent", "--shifts", "x2y=offset@3", "--severity-methods",
             "source,tent", "--diverse", "mixed", "--diverse-methods", "source",
             "--diverse-total", "24", "--batch-size", "8", "--stream-seeds", "0,1",
+            "--no-reference-cosine",
         ]
     )  # fmt: skip
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
