@@ -34,6 +34,7 @@ from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import contrastive_reference
 from rest_jax.guards import init_guard
 from rest_jax.numerics import l2_normalize
+from rest_jax.retrieval import replicated
 from rest_jax.selection import (
     LAYERNORM_RULES,
     Rule,
@@ -146,8 +147,9 @@ class Adapter:
           input_spec: optional pytree of ``jax.ShapeDtypeStruct`` (one per input leaf, shape
             WITHOUT the batch dimension); default: recorded from the first batch.
           mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``rest_jax.gallery_mesh()``):
-            the gallery is split along N over its axis and each batch along B (data parallel);
-            the same jitted step runs on 1 device or many, XLA inserting the collectives.
+            the gallery is split along N over its axis and each batch along B (data parallel),
+            the state is replicated on every device; the same jitted step runs on 1 device
+            or many, XLA inserting the collectives.
 
         Raises:
           ValueError / TypeError: unknown method, bad gallery or source, K larger than the
@@ -196,6 +198,8 @@ class Adapter:
             num_nonfinite_rows=jnp.zeros((), jnp.int32),
             guard=init_guard(),
         )
+        if mesh is not None:
+            initial = jax.device_put(initial, replicated(mesh))
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer, mesh), donate_argnums=0)
         adapter = cls(

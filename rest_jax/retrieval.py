@@ -89,6 +89,11 @@ def gallery_mesh(devices=None, axis: str = "gallery") -> Mesh:
     return Mesh(devices.reshape(-1), (axis,))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that keeps a whole copy on every device of ``mesh`` (an adapter's state)."""
+    return NamedSharding(mesh, P())
+
+
 def shard_gallery(gallery, mesh: Mesh, axis: str = "gallery") -> jax.Array:
     """Places an (N, d) gallery split along N over the mesh axis (N padded to a multiple of
     the axis size with zero rows; :func:`sharded_top_k` masks them by ``num_items``)."""

@@ -459,7 +459,8 @@ def make_step(
       config: the run's configuration (``config.method`` picks the method).
       optimizer: from :func:`make_optimizer` (its reference, if any, lives in the state).
       mesh: a 1-D mesh the gallery rows are sharded over (top-K searches then run per shard,
-        :func:`rest_jax.retrieval.sharded_top_k`); None: one device.
+        :func:`rest_jax.retrieval.sharded_top_k`), the state replicated on every device of
+        it; None: one device.
 
     Returns:
       ``step(state, batch, constants) -> (state, StepOutputs)`` where ``batch`` is a dict with
@@ -529,6 +530,11 @@ def make_step(
         new_state = new_state._replace(
             num_nonfinite_rows=new_state.num_nonfinite_rows + nonfinite_rows
         )
+        if mesh is not None:
+            # Replicated, as Adapter.create places the initial state: otherwise XLA picks the
+            # new state's shardings, the second batch meets other input shardings than the
+            # first, and the step compiles twice.
+            new_state = jax.lax.with_sharding_constraint(new_state, retrieval.replicated(mesh))
         return new_state, step_outputs(answer, rows, metrics, verdict, guarded, nonfinite_rows)
 
     return step

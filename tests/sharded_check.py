@@ -96,8 +96,11 @@ def check_rest_stream(mesh):
             source=(clean[:16], gallery[:16]), mesh=m,
         )  # fmt: skip
 
-    sharded = run_stream(adapter(mesh), batches_from_array(queries, 16))
+    on_mesh = adapter(mesh)
+    sharded = run_stream(on_mesh, batches_from_array(queries, 16))
+    assert sharded.final_state.adapted["ln"]["scale"].sharding.is_fully_replicated
     assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) == mesh.size
+    assert on_mesh.step_fn._cache_size() == 1  # the state keeps its sharding: one compile
     sharded = stream_on_host(sharded)
     # The gallery-scale path: chunked candidate search and a top-K answer, shard by shard
     # (8 rows per shard: two chunks of 5, the second padded).
