@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 
 import jax
 import pytest
@@ -23,35 +21,6 @@ os.environ.setdefault(
     "--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false"
     " --xla_backend_optimization_level=1",
 )
-
-# Many tests compile the same programs: the same toy step in two xdist workers, the same
-# programs in the processes the tests start. JAX's persistent compilation cache, in a
-# directory that lives for one run of the suite and is shared by its workers and their
-# subprocesses (they inherit the variable), compiles each of them once: the suite took 221 s
-# against 263 s without it, back to back. Only programs that take 0.1 s or more to compile
-# are kept: most of the ~2,600 compiles of a run are single eager operations (~0.02 s), each
-# cheaper to compile again than to write and read back. A directory the caller names is used
-# as it is.
-_OWN_CACHE_ENV = "REST_JAX_TEST_CACHE_OWNER"
-
-
-def pytest_configure(config):
-    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="rest_jax_xla_cache_")
-        os.environ[_OWN_CACHE_ENV] = str(os.getpid())
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update(
-        "jax_persistent_cache_min_compile_time_secs",
-        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
-    )
-
-
-def pytest_unconfigure(config):
-    if os.environ.get(_OWN_CACHE_ENV) == str(os.getpid()):
-        shutil.rmtree(os.environ.pop("JAX_COMPILATION_CACHE_DIR"), ignore_errors=True)
-        del os.environ[_OWN_CACHE_ENV]
-
 
 PARITY = pathlib.Path(__file__).resolve().parent / "data" / "tcr_cases.json"
 """TCR's reference numbers (cases P1-P7), shipped with the tests; ``REST_JAX_PARITY`` overrides."""
