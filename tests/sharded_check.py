@@ -28,9 +28,12 @@ from rest_jax.retrieval import gallery_mesh, shard_gallery, sharded_top_k, top_k
 
 
 def to_host(x):
-    """The whole value of an array, gathered from every process when it spans several."""
+    """The whole value of an array, gathered from every process when it is split over
+    several (a replicated array is read from a local copy)."""
     if x.is_fully_addressable:
         return np.asarray(x)
+    if x.sharding.is_fully_replicated:
+        return np.asarray(x.addressable_shards[0].data)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -81,6 +84,22 @@ def check_refinement(mesh):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
 
 
+def counting_equality_checks(fn):
+    """``fn()``, and how many cross-process equality checks (``assert_equal``) it ran."""
+    calls = []
+    original = multihost_utils.assert_equal
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    multihost_utils.assert_equal = counted
+    try:
+        return fn(), len(calls)
+    finally:
+        multihost_utils.assert_equal = original
+
+
 def stream_on_host(result):
     """A stream's answers and final state as numpy arrays, gathered from every process."""
     return result._replace(final_state=jax.tree.map(to_host, result.final_state))
@@ -96,8 +115,12 @@ def check_rest_stream(mesh):
             source=(clean[:16], gallery[:16]), mesh=m,
         )  # fmt: skip
 
-    on_mesh = adapter(mesh)
-    sharded = run_stream(on_mesh, batches_from_array(queries, 16))
+    # Placing the state and the batches runs no cross-process equality check (a collective
+    # per leaf, per batch) as jax.device_put onto a multi-process mesh does.
+    (on_mesh, sharded), checks = counting_equality_checks(
+        lambda: (m := adapter(mesh), run_stream(m, batches_from_array(queries, 16)))
+    )
+    assert checks == 0, checks
     assert sharded.final_state.adapted["ln"]["scale"].sharding.is_fully_replicated
     assert len(sharded.final_state.adapted["ln"]["scale"].sharding.device_set) == mesh.size
     assert on_mesh.step_fn._cache_size() == 1  # the state keeps its sharding: one compile
