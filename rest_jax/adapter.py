@@ -34,7 +34,7 @@ from rest_jax.config import AdaptConfig
 from rest_jax.decoupling import contrastive_reference
 from rest_jax.guards import init_guard
 from rest_jax.numerics import l2_normalize
-from rest_jax.retrieval import replicated
+from rest_jax.retrieval import put_on_mesh, replicated
 from rest_jax.selection import (
     LAYERNORM_RULES,
     Rule,
@@ -66,21 +66,6 @@ log = logging.getLogger("rest_jax")
 
 def _copy(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
-
-
-def _put(tree: PyTree, sharding) -> PyTree:
-    """``jax.device_put(tree, sharding)``, except across several processes: there every
-    process holds the same global values and fills its own devices from them, without the
-    cross-process equality check (a collective per leaf) that ``jax.device_put`` runs then,
-    which would be a host synchronisation on every batch."""
-    if jax.process_count() == 1:
-        return jax.device_put(tree, sharding)
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    return jax.tree.map(put, tree)
 
 
 def _row_sharding(mesh, rows: int, what: str):
@@ -174,7 +159,7 @@ class Adapter:
         apply_fn, params, gallery, graphdef, rules = _encoder(apply_fn, params, gallery, rules)
         gallery = l2_normalize(jnp.asarray(check_gallery(gallery, config)))
         if mesh is not None:
-            gallery = _put(gallery, _row_sharding(mesh, gallery.shape[0], "gallery"))
+            gallery = put_on_mesh(gallery, _row_sharding(mesh, gallery.shape[0], "gallery"))
         selection = select(params, rules)
         if not selection.paths:
             paths = [path_to_str(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
@@ -214,7 +199,7 @@ class Adapter:
             guard=init_guard(),
         )
         if mesh is not None:
-            initial = _put(initial, replicated(mesh))
+            initial = put_on_mesh(initial, replicated(mesh))
         constants = StreamConstants(frozen, gallery, initial, source_inputs, source_targets)
         step_fn = jax.jit(make_step(apply_fn, config, optimizer, mesh), donate_argnums=0)
         adapter = cls(
@@ -281,7 +266,7 @@ class Adapter:
         if self.mesh is None:
             return batch
         rows = batch["mask"].shape[0]
-        return _put(batch, _row_sharding(self.mesh, rows, "batch"))
+        return put_on_mesh(batch, _row_sharding(self.mesh, rows, "batch"))
 
     def params(self, state: AdaptState) -> PyTree:
         """The full parameter tree (adapted and frozen) of a state (an ``nnx.State`` for an

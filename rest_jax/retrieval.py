@@ -94,6 +94,21 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def put_on_mesh(tree, sharding: NamedSharding):
+    """``jax.device_put(tree, sharding)``, except across several processes: there every
+    process holds the same global values and fills its own devices from them, without the
+    cross-process equality check (a collective per leaf) that ``jax.device_put`` runs then,
+    which would be a host synchronisation on every batch."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
 def shard_gallery(gallery, mesh: Mesh, axis: str = "gallery") -> jax.Array:
     """Places an (N, d) gallery split along N over the mesh axis (N padded to a multiple of
     the axis size with zero rows; :func:`sharded_top_k` masks them by ``num_items``)."""
@@ -101,7 +116,7 @@ def shard_gallery(gallery, mesh: Mesh, axis: str = "gallery") -> jax.Array:
     n = gallery.shape[0]
     pad = (-n) % size
     gallery = jnp.pad(jnp.asarray(gallery), ((0, pad), (0, 0)))
-    return jax.device_put(gallery, NamedSharding(mesh, P(axis, None)))
+    return put_on_mesh(gallery, NamedSharding(mesh, P(axis, None)))
 
 
 def sharded_top_k(
