@@ -21,7 +21,12 @@ from experiments import study, training
 from experiments.config import StudyConfig
 from rest_jax import pretrained
 from rest_jax.data.synthworld import WorldConfig, generate_split
-from rest_jax.models import CLIP_IMAGE_ADAPT_RULES, CLIP_TEXT_ADAPT_RULES, ClipModel
+from rest_jax.models import (
+    CLIP_IMAGE_ADAPT_RULES,
+    CLIP_TEXT_ADAPT_RULES,
+    ClipModel,
+    contrastive_temperature,
+)
 
 log = logging.getLogger("rest_jax.study")
 NUM_SOURCE_PAIRS = 64
@@ -110,6 +115,7 @@ def clip_towers(model: ClipModel, params, image_inputs, text_inputs) -> study.To
         text_params=params["text"],
         image_rules=CLIP_IMAGE_ADAPT_RULES,
         text_rules=CLIP_TEXT_ADAPT_RULES,
+        temperature=float(contrastive_temperature(params["logit_scale"])),
     )
 
 

@@ -242,7 +242,7 @@ class Runner:
             order,
             self.galleries[direction],
             self.relevant[direction],
-            self.oracle_config,
+            oracle.resolve(self.oracle_config, self.data.temperature),
             study.embed,
         )
         return {
@@ -288,7 +288,11 @@ def run_study(cfg: StudyConfig, directory: run_dir.RunDir) -> pathlib.Path:
         "directions": cfg.direction_list(),
         "shifts": {d: cfg.shift_list(d) for d in cfg.direction_list()},
         "hyperparameters": cfg.resolved_hyperparameters(),
-        "oracle": dataclasses.asdict(oracle.OracleConfig()) if cfg.oracle else None,
+        "oracle": (
+            dataclasses.asdict(oracle.resolve(oracle.OracleConfig(), data.temperature))
+            if cfg.oracle
+            else None
+        ),
         "command": " ".join(sys.argv),
         "deterministic": "every figure, for this machine and these versions (CPU, fixed seeds "
         "and stream order); 'seconds' is a timing and varies",

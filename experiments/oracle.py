@@ -28,12 +28,25 @@ from rest_jax.selection import combine, partition, select
 
 @dataclasses.dataclass(frozen=True)
 class OracleConfig:
-    """The supervised tuning's schedule (chosen on the validation split, docs/tuning.md)."""
+    """The supervised tuning's schedule (chosen on the validation split, docs/tuning.md).
+
+    ``temperature`` None means the source model's own, the one it was trained with
+    (:func:`resolve`): a sharper one than the model's scores shifted queries far worse (a
+    fixed 0.01 against SynthWorld's 0.031 left the oracle below the source model on t2i,
+    docs/oracle_room.md).
+    """
 
     learning_rate: float = 3e-3
     epochs: int = 10
     batch_size: int = 64
-    temperature: float = 0.01
+    temperature: float | None = None
+
+
+def resolve(cfg: OracleConfig, model_temperature: float) -> OracleConfig:
+    """``cfg`` with its temperature set: the model's where ``cfg`` names none."""
+    if cfg.temperature is not None:
+        return cfg
+    return dataclasses.replace(cfg, temperature=float(model_temperature))
 
 
 def positives_mask(relevant: np.ndarray, gallery_size: int) -> np.ndarray:
@@ -90,13 +103,15 @@ def oracle_retrieval(
       order: the stream order of the query ids (the first half trains, the rest is scored).
       gallery: (N, d) L2-normalised gallery embeddings.
       relevant: (Q, R) relevant gallery ids per query, -1 padded.
-      cfg: the schedule.
+      cfg: the schedule, its temperature set (:func:`resolve`).
       embed: ``embed(encoder, params, inputs) -> (n, d)`` normalised embeddings.
 
     Returns:
       The retrieval metrics of the tuned tower on the second half (``r1``, ``r5``, ...) and
       ``source_r1``, the untuned tower's R@1 on the same half.
     """
+    if cfg.temperature is None or not cfg.temperature > 0:
+        raise ValueError(f"the oracle's temperature must be positive, got {cfg.temperature}")
     order = np.asarray(order)
     half = len(order) // 2
     train_ids, test_ids = order[:half], order[half:]

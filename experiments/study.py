@@ -54,6 +54,7 @@ class Towers:
       image_encoder, text_encoder: ``apply_fn(tower_params, inputs) -> features``.
       image_params, text_params: the source towers' parameters.
       image_rules, text_rules: which parameters adapt when that tower is the query tower.
+      temperature: the source model's contrastive temperature (CLIP: ``1 / exp(logit_scale)``).
     """
 
     image_inputs: Callable[[np.ndarray], np.ndarray]
@@ -64,6 +65,7 @@ class Towers:
     text_params: Any
     image_rules: Sequence
     text_rules: Sequence
+    temperature: float
 
     def query_side(self, direction: str):
         """(encoder, params, rules) of the query tower of ``direction``."""

@@ -26,6 +26,7 @@ import numpy as np
 
 from experiments import study, training
 from experiments.augment import AugmentConfig, augment_captions, augment_images
+from experiments.data import clip_towers
 from rest_jax import pretrained
 from rest_jax.data.subword import SubwordTokenizer
 from rest_jax.data.synthworld import WorldConfig, generate_split
@@ -49,15 +50,8 @@ VOCAB_SIZE = 1024
 
 def clean_validation_r1(model: ClipModel, params, tokenizer, world: WorldConfig, max_len: int):
     """Clean R@1 of both directions on the validation split (t2i: first caption per image)."""
-    towers = study.Towers(
-        image_inputs=training.image_inputs,
-        text_inputs=lambda caps: tokenizer.encode(list(caps), max_len),
-        image_encoder=model.image_encoder(),
-        text_encoder=model.text_encoder(),
-        image_params=params["vision"],
-        text_params=params["text"],
-        image_rules=(),
-        text_rules=(),
+    towers = clip_towers(
+        model, params, training.image_inputs, lambda caps: tokenizer.encode(list(caps), max_len)
     )
     raw = generate_split(world, "validation", 0)
     split = study.RetrievalSplit(

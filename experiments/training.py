@@ -18,7 +18,7 @@ import optax
 from tqdm.auto import tqdm
 
 from rest_jax.losses import symmetric_contrastive_loss
-from rest_jax.models import ClipConfig, ClipModel, TextConfig, VisionConfig
+from rest_jax.models import ClipConfig, ClipModel, TextConfig, VisionConfig, contrastive_temperature
 
 PyTree = Any
 
@@ -125,7 +125,7 @@ def make_train_step(model: ClipModel, optimizer: optax.GradientTransformation):
 
     def loss_fn(params, images, token_ids):
         out = model.embed(params, images=images, texts=token_ids)
-        temperature = 1.0 / jnp.exp(jnp.clip(params["logit_scale"], 0.0, np.log(100.0)))
+        temperature = contrastive_temperature(params["logit_scale"])
         return symmetric_contrastive_loss(out["image"], out["text"], temperature)
 
     @jax.jit

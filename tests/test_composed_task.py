@@ -54,7 +54,9 @@ def test_bad_dataset_and_combiner_flags_are_refused(capsys):
 def write_tiny_combiner(directory: pathlib.Path, dim: int) -> None:
     config = CombinerConfig(dim=dim, hidden=8)
     params = jax.tree.map(np.asarray, init_combiner(config, 0))
-    pretrained.save_world_combiner(directory, config, params, {"validation": None})
+    pretrained.save_world_combiner(
+        directory, config, params, {"validation": None, "recipe": {"temperature": 0.02}}
+    )
 
 
 def test_composed_main_job_on_a_tiny_world(tmp_path):

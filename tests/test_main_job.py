@@ -62,6 +62,13 @@ def test_synthworld_pipeline_end_to_end(tmp_path):
     assert source["qs"]["forgetting_r1"] == 0.0  # the source model never changes
     oracle = [r for r in rows if r["group"] == "oracle"]
     assert len(oracle) == 2 and all(r["uses_labels"] and "source_r1" in r for r in oracle)
+    # the oracle trains at the source model's own temperature (1 / exp(logit_scale))
+    from rest_jax.models import contrastive_temperature
+    from rest_jax.pretrained import load_world_source
+
+    scale = load_world_source(tmp_path / "source").params["logit_scale"]
+    recorded = json.loads((out / "config.json").read_text())["oracle"]["temperature"]
+    assert recorded == pytest.approx(float(contrastive_temperature(scale)))
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["i2t"]) == set(methods) | {"oracle"}
     for entry in summary["i2t"].values():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from toy import toy_apply, toy_problem
@@ -25,6 +26,19 @@ def test_oracle_tunes_on_the_first_half_and_beats_the_source_on_the_second():
     q = study.embed(toy_apply, params, np.asarray(queries)[order[80:]])
     second = (np.argmax(q @ gallery.T, axis=1) == relevant[order[80:], 0]).mean() * 100
     assert out["source_r1"] == pytest.approx(second)
+
+
+def test_oracle_temperature_is_the_models_unless_named():
+    assert oracle.OracleConfig().temperature is None
+    assert oracle.resolve(oracle.OracleConfig(), 0.031).temperature == 0.031
+    named = oracle.OracleConfig(temperature=0.05)
+    assert oracle.resolve(named, 0.031) is named
+    params, gallery, queries, _ = toy_problem(seed=1, n_gallery=8, n_queries=16)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        oracle.oracle_retrieval(
+            toy_apply, params, LAYERNORM_RULES, np.asarray(queries), np.arange(16),
+            np.asarray(gallery), np.arange(16)[:, None] % 8, oracle.OracleConfig(), study.embed,
+        )  # fmt: skip
 
 
 def test_positives_mask_takes_padded_and_one_dimensional_relevance():
@@ -71,3 +85,26 @@ def test_aggregate_and_summary_mean_and_spread_over_seeds():
     assert summary["tcr"]["mean_shifted_r1_std"] == pytest.approx(
         np.std([17, 23], ddof=1), abs=0.01
     )
+
+
+def test_oracle_room_can_tune_every_query_tower_parameter():
+    from experiments.oracle_room import EVERY_PARAMETER, tuning_every_parameter
+    from experiments.tasks.base import TaskData
+    from rest_jax.selection import select
+
+    params, *_ = toy_problem(seed=1, n_gallery=8, n_queries=16)
+    data = TaskData(
+        directions=("x2y",),
+        query_side=lambda d: (toy_apply, params, LAYERNORM_RULES),
+        query_inputs=None,
+        galleries={},
+        relevance={},
+        source_pairs={},
+        temperature=0.05,
+        description={},
+    )
+    encoder, same_params, rules = tuning_every_parameter(data).query_side("x2y")
+    assert encoder is toy_apply and same_params is params and rules == EVERY_PARAMETER
+    every = select(params, rules).size
+    assert every == sum(np.size(x) for x in jax.tree.leaves(params))
+    assert select(params, LAYERNORM_RULES).size < every

@@ -53,6 +53,7 @@ def _load(cfg) -> TaskData:
         galleries={"x2y": g},
         relevance={"x2y": (np.arange(N_QUERIES) % 12)[:, None]},
         source_pairs={"x2y": ({k: v[:8] for k, v in pairs.items()}, g[:8])},
+        temperature=0.05,
         description={"dataset": "toy", "split": "test", "contents": f"{N_QUERIES} pairs"},
     )
 

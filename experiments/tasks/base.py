@@ -59,6 +59,8 @@ class TaskData:
       relevance: direction -> (Q, R) relevant gallery ids per query, -1 padded.
       source_pairs: direction -> (clean query inputs, target embeddings) of a few source-domain
         pairs (the decoupling reference, docs/method.md).
+      temperature: the source model's contrastive temperature (the one it was trained with),
+        the oracle's unless its config names another.
       description: what ``config.json`` records about the data and the model; ``dataset``,
         ``split`` and ``contents`` (e.g. "1000 images, 5000 captions") head the tables.
     """
@@ -69,6 +71,7 @@ class TaskData:
     galleries: dict[str, np.ndarray]
     relevance: dict[str, np.ndarray]
     source_pairs: dict[str, tuple[Any, np.ndarray]]
+    temperature: float
     description: dict[str, Any]
 
 

@@ -27,7 +27,7 @@ from rest_jax import pretrained
 from rest_jax.data.image_corruptions import IMAGE_CORRUPTIONS, corrupt_images
 from rest_jax.data.relevance import composed_relevance
 from rest_jax.data.text_corruptions import corrupt_texts
-from rest_jax.models import image_encoder
+from rest_jax.models import contrastive_temperature, image_encoder
 from rest_jax.models.combiner import COMPOSED_ADAPT_RULES, composed_encoder
 
 log = logging.getLogger("rest_jax.study")
@@ -97,13 +97,15 @@ class ComposedModel:
     image_inputs: object  # uint8 images -> image-tower inputs
     text_inputs: object  # texts -> token ids
     description: dict
+    temperature: float  # the combiner's training temperature, or CLIP's (zero-shot)
 
 
 def _combiner(cfg, dim: int, synthworld: bool, source_files: dict | None):
-    """(CombinerConfig | None, params | None, description) of ``--combiner``."""
+    """(CombinerConfig | None, params | None, description, training temperature | None) of
+    ``--combiner``."""
     choice = cfg.combiner
     if choice == "zero-shot" or (choice == "auto" and not synthworld):
-        return None, None, {"composition": "zero-shot"}
+        return None, None, {"composition": "zero-shot"}, None
     shipped = choice == "auto"
     combiner = pretrained.load_world_combiner(None if shipped else choice)
     if combiner.config.dim != dim:
@@ -127,20 +129,30 @@ def _combiner(cfg, dim: int, synthworld: bool, source_files: dict | None):
         },
         "combiner_validation": combiner.training.get("validation"),
     }
-    return combiner.config, jax.tree.map(np.asarray, combiner.params), description
+    temperature = combiner.training.get("recipe", {}).get("temperature")
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(
+            f"combiner {combiner.directory}: training.json names no recipe.temperature (the "
+            "temperature it was trained with, which the oracle row uses)"
+        )
+    return combiner.config, jax.tree.map(np.asarray, combiner.params), description, temperature
 
 
-def _model(clip_config, clip_params, combiner, combiner_params, image_inputs, text_inputs, desc):
+def _model(clip_config, clip_params, combiner, image_inputs, text_inputs, desc):
+    """The composed query side; ``combiner`` is what :func:`_combiner` returns."""
+    combiner_config, combiner_params, combiner_desc, combiner_temperature = combiner
     params = {"vision": clip_params["vision"], "text": clip_params["text"]}
-    if combiner is not None:
+    if combiner_config is not None:
         params["combiner"] = combiner_params
+    temperature = combiner_temperature or contrastive_temperature(clip_params["logit_scale"])
     return ComposedModel(
-        composed_encoder(clip_config, combiner),
+        composed_encoder(clip_config, combiner_config),
         image_encoder(clip_config),
         params,
         image_inputs,
         text_inputs,
-        desc,
+        {**desc, **combiner_desc},
+        float(temperature),
     )
 
 
@@ -151,18 +163,15 @@ def _synthworld(cfg):
     world = world_from_record(source.training, cfg.image_size)
     files = {n: pretrained.file_sha256(source.directory / n) for n in pretrained.WORLD_SOURCE_FILES}
     shipped_source = files == pretrained.WORLD_SOURCE_SHA256
-    combiner, combiner_params, desc = _combiner(
-        cfg, source.config.projection_dim, True, None if shipped_source else files
-    )
+    combiner = _combiner(cfg, source.config.projection_dim, True, None if shipped_source else files)
     max_len = source.config.text.max_position_embeddings
     model = _model(
         source.config,
         jax.tree.map(np.asarray, source.params),
         combiner,
-        combiner_params,
         training.image_inputs,
         lambda texts: source.tokenizer.encode(list(texts), max_len),
-        {"source_model": {"directory": str(source.directory), "sha256": files}, **desc},
+        {"source_model": {"directory": str(source.directory), "sha256": files}},
     )
     split = composed_data.synthworld_split(world, cfg.split, 0, cfg.max_queries or None)
     # Source pairs: a fresh draw of the composed train split (seed 1), never the evaluated one.
@@ -180,16 +189,15 @@ def _real(cfg):
     tokenizer = load_tokenizer(
         cfg.checkpoint, context_length=clip_config.text.max_position_embeddings
     )
-    combiner, combiner_params, desc = _combiner(cfg, clip_config.projection_dim, False, None)
+    combiner = _combiner(cfg, clip_config.projection_dim, False, None)
     size = cfg.image_size or info.image_size
     model = _model(
         clip_config,
         clip_params,
         combiner,
-        combiner_params,
         lambda images: np.asarray(preprocess_images(images, info)),
         lambda texts: np.asarray(tokenizer(list(texts))),
-        {"checkpoint": cfg.checkpoint, **desc},
+        {"checkpoint": cfg.checkpoint},
     )
     split = composed_data.read_composed(cfg.dataset, cfg.data_dir, "val", size)
     split = split.head(cfg.max_queries)
@@ -262,6 +270,7 @@ def load(cfg) -> TaskData:
         galleries={DIRECTION: gallery},
         relevance={DIRECTION: relevance},
         source_pairs={DIRECTION: (clean_pairs, pair_targets)},
+        temperature=model.temperature,
         description=description,
     )
 

@@ -119,6 +119,7 @@ def load(cfg) -> TaskData:
         galleries={d: study.gallery_embeddings(data.split, d, data.towers) for d in directions},
         relevance={d: study.relevance(data.split, d)[rows[d]] for d in directions},
         source_pairs=data.source_pairs,
+        temperature=data.towers.temperature,
         description=description,
     )
 

@@ -40,6 +40,7 @@ from rest_jax.models.audio_visual import (
     video_encoder,
     video_inputs,
 )
+from rest_jax.models.clip import contrastive_temperature
 
 log = logging.getLogger("rest_jax.study")
 
@@ -184,6 +185,7 @@ def load(cfg) -> TaskData:
             )
             for d in directions
         },
+        temperature=float(contrastive_temperature(params["logit_scale"])),
         description=description,
     )
 

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rest_jax.data.audio_features import check_waveforms, log_mel, num_frames
-from rest_jax.models.clip import EncoderBlock, LayerNorm
+from rest_jax.models.clip import EncoderBlock, LayerNorm, contrastive_temperature
 from rest_jax.numerics import l2_normalize
 
 Array = jax.Array
@@ -325,4 +325,4 @@ class AudioVisualModel:
 
     def logit_scale(self, params: PyTree) -> Array:
         """``exp(logit_scale)``, the inverse temperature, clipped to [1, 100] as in CLIP."""
-        return jnp.exp(jnp.clip(params["logit_scale"], 0.0, np.log(100.0)))
+        return 1.0 / contrastive_temperature(params["logit_scale"])

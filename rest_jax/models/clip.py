@@ -36,6 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rest_jax.numerics import l2_normalize
 
@@ -210,6 +211,12 @@ def vit_b32() -> ClipConfig:
 
 
 # ----------------------------------------------------------------------------- modules
+
+
+def contrastive_temperature(logit_scale: Array) -> Array:
+    """CLIP's contrastive temperature from its learned log inverse temperature ``s``:
+    ``tau = 1 / exp(clip(s, 0, log 100))`` (so ``tau`` lies in [0.01, 1])."""
+    return 1.0 / jnp.exp(jnp.clip(logit_scale, 0.0, np.log(100.0)))
 
 
 def eos_positions(token_ids: Array, eos_token_id: int) -> Array:
