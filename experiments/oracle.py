@@ -36,8 +36,8 @@ class OracleConfig:
     docs/oracle_room.md).
     """
 
-    learning_rate: float = 3e-3
-    epochs: int = 10
+    learning_rate: float = 1e-2
+    epochs: int = 5
     batch_size: int = 64
     temperature: float | None = None
 

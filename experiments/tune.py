@@ -5,6 +5,8 @@
     python -m experiments.tune --directions i2t --json i2t.json &
     python -m experiments.tune --directions t2i --json t2i.json; wait
     python -m experiments.tune --render i2t.json t2i.json
+    # the oracle's schedule alone:
+    python -m experiments.tune --methods '' --out oracle_tuning.md
 
 For each method, every (learning rate, steps per batch) of the grid runs the study's default
 query-shift streams (both directions, one stream order) on the validation split; the score
@@ -21,6 +23,8 @@ import dataclasses
 import itertools
 import json
 import pathlib
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -80,7 +84,7 @@ def run_grid(args) -> dict:
     )
     runner = Runner(cfg, cfg.task_spec().load(cfg))
     grid: dict[str, dict] = {}
-    for method in args.methods.split(","):
+    for method in filter(None, args.methods.split(",")):
         for lr, steps in itertools.product(LEARNING_RATES, STEPS):
             result = score_method(runner, method, {"learning_rate": lr, "steps": steps})
             grid.setdefault(method, {})[json.dumps([lr, steps])] = result
@@ -112,7 +116,8 @@ def render(grids: list[dict], seconds: float, command: str) -> tuple[str, dict]:
         "order, seed 0). The test split only gives final numbers. The oracle's supervised "
         "schedule (learning rate "
         f"{' / '.join(f'{x:g}' for x in ORACLE_LEARNING_RATES)} x epochs "
-        f"{' / '.join(map(str, ORACLE_EPOCHS))}) is chosen the same way.",
+        f"{' / '.join(map(str, ORACLE_EPOCHS))}, at the source model's own temperature) is "
+        "chosen the same way.",
         "",
         f"Command: `{command}` ({seconds:.0f} s in all).",
         "",
@@ -165,7 +170,8 @@ def main(argv=None):
         "--render", nargs="+", help="render the markdown from raw grids written with --json"
     )
     parser.add_argument("--seconds", type=float, default=0.0, help="with --render: time spent")
-    args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv_used)
     if args.render:
         grids = [json.loads(pathlib.Path(p).read_text()) for p in args.render]
         command = (
@@ -181,7 +187,8 @@ def main(argv=None):
         if args.json:
             pathlib.Path(args.json).write_text(json.dumps(grid, indent=1))
             return
-        text, _ = render([grid], time.perf_counter() - start, "python -m experiments.tune")
+        command = " ".join(["python -m experiments.tune", *map(shlex.quote, argv_used)])
+        text, _ = render([grid], time.perf_counter() - start, command)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(text)
     print(text)

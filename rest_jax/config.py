@@ -321,7 +321,7 @@ SYNTHWORLD_TUNED: dict[str, dict[str, Any]] = {
     "shot": dict(learning_rate=0.003, steps=1),
     "deyo": dict(learning_rate=0.001, steps=3),
     "tcr": dict(learning_rate=0.003, steps=1),
-    "rest": dict(learning_rate=0.003, steps=1),
+    "rest": dict(learning_rate=0.001, steps=3),
 }
 
 HYPERPARAMETER_SETS = ("paper", "synthworld")
