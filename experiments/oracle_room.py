@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -78,7 +80,8 @@ def main(argv=None) -> str:
         help="what the oracle tunes: the adapted LayerNorms, or every query-tower parameter",
     )
     parser.add_argument("--out", default="", help="also write the markdown table here")
-    args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv_used)
     learning_rates = [float(x) for x in args.learning_rates.split(",")]
     seeds = [int(x) for x in args.stream_seeds.split(",")]
     given = StudyConfig(shifts=tuple(args.shifts)).shift_overrides()
@@ -103,15 +106,7 @@ def main(argv=None) -> str:
             cells = " | ".join(cell(p) for p in pairs)
             lines.append(f"| {direction} | {shift} | {source:.1f} | {cells} |")
             print(lines[-1], flush=True)
-    command = "python -m experiments.oracle_room " + " ".join(f"--shifts {s}" for s in args.shifts)
-    for flag, value, default in (
-        ("--learning-rates", learning_rates, list(LEARNING_RATES)),
-        ("--stream-seeds", seeds, list(STREAM_SEEDS)),
-        ("--parameters", args.parameters, "layernorm"),
-        ("--epochs", args.epochs, 5),
-    ):
-        if value != default:
-            command += f" {flag} {','.join(map(str, value)) if isinstance(value, list) else value}"
+    command = " ".join(["python -m experiments.oracle_room", *map(shlex.quote, argv_used)])
     text = "\n".join(
         lines
         + [

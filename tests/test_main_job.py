@@ -11,6 +11,8 @@ import pytest
 from experiments import main as main_job
 from experiments.config import ALL_METHODS, parse_args
 from rest_jax import preset
+from rest_jax.models import contrastive_temperature
+from rest_jax.pretrained import load_world_source
 
 
 def read_rows(out: pathlib.Path) -> list[dict]:
@@ -63,9 +65,6 @@ def test_synthworld_pipeline_end_to_end(tmp_path):
     oracle = [r for r in rows if r["group"] == "oracle"]
     assert len(oracle) == 2 and all(r["uses_labels"] and "source_r1" in r for r in oracle)
     # the oracle trains at the source model's own temperature (1 / exp(logit_scale))
-    from rest_jax.models import contrastive_temperature
-    from rest_jax.pretrained import load_world_source
-
     scale = load_world_source(tmp_path / "source").params["logit_scale"]
     recorded = json.loads((out / "config.json").read_text())["oracle"]["temperature"]
     assert recorded == pytest.approx(float(contrastive_temperature(scale)))
